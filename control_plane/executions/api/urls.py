@@ -1,0 +1,10 @@
+from django.urls import path
+
+from control_plane.executions.api import views
+
+urlpatterns = [
+    path("executions", views.ExecutionListApi.as_view(), name="execution-list"),
+    path(
+        "executions/<int:execution_id>", views.ExecutionDetailApi.as_view(), name="execution-detail"
+    ),
+]

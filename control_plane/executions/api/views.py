@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from control_plane.core.pagination import Pagination
+from control_plane.core.tenancy import OrganizationScopedMixin
+from control_plane.executions import selectors
+from control_plane.executions.api.serializers import ExecutionOutput
+
+
+class ExecutionListApi(OrganizationScopedMixin, APIView):
+    @extend_schema(responses=ExecutionOutput(many=True))
+    def get(self, request):
+        workflow = request.query_params.get("workflow")
+        qs = selectors.execution_list(
+            organization=self.organization,
+            workflow_id=int(workflow) if workflow and workflow.isdigit() else None,
+            status=request.query_params.get("status"),
+        ).select_related("trigger_event")
+        paginator = Pagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        body = ExecutionOutput(page, many=True, context={"with_steps": False}).data
+        return paginator.get_paginated_response(body)
+
+
+class ExecutionDetailApi(OrganizationScopedMixin, APIView):
+    @extend_schema(responses=ExecutionOutput)
+    def get(self, request, execution_id: int):
+        qs = selectors.execution_list(organization=self.organization).prefetch_related("steps")
+        execution = get_object_or_404(qs.select_related("trigger_event"), pk=execution_id)
+        return Response(ExecutionOutput(execution).data)

@@ -1,0 +1,255 @@
+"""Writes for executions: starting a workflow (a TriggerEvent committed with its execution), and
+the records the Dagster side makes as a run progresses."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from control_plane.core.errors import ApplicationError, ConflictError
+from control_plane.executions.models import ExecutionStep, TriggerEvent, WorkflowExecution
+from control_plane.users.models import User
+from control_plane.workflows.models import Workflow, WorkflowVersion
+from orchestration.steps.definition import WorkflowDefinition, coerce_inputs, job_name_for
+
+log = logging.getLogger(__name__)
+
+TAG_ORG = "flowpilot/org"
+TAG_WORKFLOW = "flowpilot/workflow"
+TAG_VERSION = "flowpilot/version"
+TAG_EVENT = "flowpilot/event"
+TAG_EXECUTION = "flowpilot/execution"
+
+
+@transaction.atomic
+def workflow_run(
+    *,
+    workflow: Workflow,
+    inputs: dict[str, Any] | None = None,
+    kind: str = TriggerEvent.Kind.MANUAL,
+    triggered_by: User | None = None,
+    payload: dict[str, Any] | None = None,
+) -> WorkflowExecution:
+    """Start the latest published version: one TriggerEvent and its queued execution, in one
+    transaction. The trigger sensor turns the committed event into exactly one Dagster run."""
+    version = workflow.versions.order_by("-number").first()
+    if version is None:
+        raise ConflictError(
+            "the workflow has no published version",
+            code="not_published",
+            fields={"workflow": ["publish it first"]},
+        )
+    if workflow.status != Workflow.Status.ACTIVE:
+        raise ConflictError(
+            f"the workflow is {workflow.status}",
+            code="not_active",
+            fields={"status": [workflow.status]},
+        )
+    spec = WorkflowDefinition.model_validate(version.definition)
+    if inputs is not None and not isinstance(inputs, dict):
+        raise ApplicationError(
+            "inputs must be an object", fields={"inputs": ["expected an object"]}
+        )
+    resolved, errors = coerce_inputs(spec, inputs or {})
+    if errors:
+        raise ApplicationError(
+            "invalid inputs",
+            code="invalid_inputs",
+            fields={f"inputs.{name}": messages for name, messages in errors.items()},
+        )
+    execution = WorkflowExecution.objects.create(
+        organization_id=workflow.organization_id,
+        workflow=workflow,
+        version=version,
+        inputs=resolved,
+        created_by=triggered_by,
+    )
+    TriggerEvent.objects.create(
+        organization_id=workflow.organization_id,
+        workflow=workflow,
+        version=version,
+        execution=execution,
+        kind=kind,
+        payload=payload if payload is not None else {"inputs": resolved},
+    )
+    return execution
+
+
+def trigger_events_pending(*, after_id: int, stale_seconds: float, limit: int = 200) -> list[dict]:
+    """Pending events for the trigger sensor: those past the cursor, and older ones still pending
+    (committed out of id order, or whose run was never created)."""
+    stale = timezone.now() - timedelta(seconds=stale_seconds)
+    rows = (
+        TriggerEvent.objects.filter(status=TriggerEvent.Status.PENDING)
+        .filter(Q(id__gt=after_id) | Q(created_at__lt=stale))
+        .select_related("organization", "workflow", "version", "execution")
+        .order_by("id")[:limit]
+    )
+    return [
+        {
+            "event_id": event.pk,
+            "execution_id": event.execution_id,
+            "job_name": job_name_for(event.organization.slug, event.workflow.slug),
+            "inputs": event.execution.inputs,
+            "org": event.organization.slug,
+            "version": event.version.number,
+        }
+        for event in rows
+    ]
+
+
+def _version_from_tags(tags: dict[str, str]) -> WorkflowVersion:
+    return WorkflowVersion.objects.select_related("workflow").get(
+        organization__slug=tags[TAG_ORG],
+        workflow__slug=tags[TAG_WORKFLOW],
+        number=int(tags[TAG_VERSION]),
+    )
+
+
+@transaction.atomic
+def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[str, Any]) -> int:
+    """The execution a Dagster run records into; returns its id. Runs started from FlowPilot
+    carry the execution id as a tag; a run started or re-executed from the Dagster UI gets an
+    execution of its own here."""
+    now = timezone.now()
+    existing = WorkflowExecution.objects.select_for_update().filter(dagster_run_id=run_id).first()
+    if existing:
+        return existing.pk
+    execution = None
+    if TAG_EXECUTION in tags:
+        execution = (
+            WorkflowExecution.objects.select_for_update()
+            .filter(pk=int(tags[TAG_EXECUTION]), dagster_run_id__isnull=True)
+            .first()
+        )
+    if execution is None:
+        version = _version_from_tags(tags)
+        execution = WorkflowExecution(
+            organization_id=version.organization_id,
+            workflow_id=version.workflow_id,
+            version=version,
+            inputs=inputs,
+        )
+    execution.dagster_run_id = run_id
+    execution.status = WorkflowExecution.Status.RUNNING
+    execution.started_at = execution.started_at or now
+    execution.save()
+    TriggerEvent.objects.filter(execution=execution, status=TriggerEvent.Status.PENDING).update(
+        status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
+    )
+    return execution.pk
+
+
+def step_started(*, execution_id: int, step_id: str, step_type: str, position: int) -> None:
+    execution = WorkflowExecution.objects.only("organization_id").get(pk=execution_id)
+    step, created = ExecutionStep.objects.get_or_create(
+        execution_id=execution_id,
+        step_id=step_id,
+        defaults={
+            "organization_id": execution.organization_id,
+            "step_type": step_type,
+            "position": position,
+            "status": ExecutionStep.Status.RUNNING,
+            "attempts": 1,
+            "started_at": timezone.now(),
+        },
+    )
+    if not created:
+        ExecutionStep.objects.filter(pk=step.pk).update(
+            status=ExecutionStep.Status.RUNNING,
+            attempts=step.attempts + 1,
+            started_at=timezone.now(),
+            finished_at=None,
+            error="",
+        )
+
+
+def step_finished(
+    *,
+    execution_id: int,
+    step_id: str,
+    step_type: str,
+    position: int,
+    status: str,
+    output: Any = None,
+    error: str = "",
+) -> None:
+    execution = WorkflowExecution.objects.only("organization_id").get(pk=execution_id)
+    ExecutionStep.objects.update_or_create(
+        execution_id=execution_id,
+        step_id=step_id,
+        defaults={
+            "organization_id": execution.organization_id,
+            "step_type": step_type,
+            "position": position,
+            "status": status,
+            "output": output,
+            "error": error,
+            "finished_at": timezone.now(),
+        },
+    )
+
+
+_RUN_TO_EXECUTION = {
+    "SUCCESS": WorkflowExecution.Status.SUCCESS,
+    "FAILURE": WorkflowExecution.Status.FAILURE,
+    "CANCELED": WorkflowExecution.Status.CANCELED,
+}
+
+
+@transaction.atomic
+def execution_finish(
+    *, run_id: str, run_status: str, error: str = "", tags: dict | None = None
+) -> int | None:
+    """Close the execution of a finished Dagster run; steps that never ran are recorded as
+    skipped, steps cut off mid-way as failed."""
+    status = _RUN_TO_EXECUTION[run_status]
+    execution = WorkflowExecution.objects.select_for_update().filter(dagster_run_id=run_id).first()
+    if execution is None and tags and TAG_EXECUTION in tags:
+        # The run failed before its first op recorded anything (e.g. could not start).
+        execution = (
+            WorkflowExecution.objects.select_for_update()
+            .filter(pk=int(tags[TAG_EXECUTION]), dagster_run_id__isnull=True)
+            .first()
+        )
+        if execution:
+            execution.dagster_run_id = run_id
+    if execution is None:
+        return None
+    if execution.status in WorkflowExecution.FINISHED:
+        return execution.pk
+    now = timezone.now()
+    execution.status = status
+    execution.error = error[:10000]
+    execution.finished_at = now
+    execution.started_at = execution.started_at or now
+    execution.save()
+    TriggerEvent.objects.filter(execution=execution, status=TriggerEvent.Status.PENDING).update(
+        status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
+    )
+    recorded = set(execution.steps.values_list("step_id", flat=True))
+    steps = WorkflowDefinition.model_validate(execution.version.definition).steps
+    ExecutionStep.objects.bulk_create(
+        ExecutionStep(
+            organization_id=execution.organization_id,
+            execution=execution,
+            step_id=step.id,
+            step_type=step.type,
+            position=position,
+            status=ExecutionStep.Status.SKIPPED,
+            finished_at=now,
+        )
+        for position, step in enumerate(steps)
+        if step.id not in recorded
+    )
+    execution.steps.filter(status=ExecutionStep.Status.RUNNING).update(
+        status=ExecutionStep.Status.FAILURE,
+        error=f"run ended ({run_status.lower()}) while the step was running",
+        finished_at=now,
+    )
+    return execution.pk

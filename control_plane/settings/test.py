@@ -1,0 +1,9 @@
+from .base import *  # noqa: F403
+
+# Tests create their own database, which needs the owner role; tests that must prove the
+# application role's view (row security) switch to it with SET LOCAL ROLE.
+DATABASES["default"] = dict(DATABASES["owner"])  # noqa: F405
+DATABASES["owner"]["TEST"] = {"MIRROR": "default"}  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+DAGSTER_TIMEOUT_SECONDS = 0.5

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from control_plane.core.pagination import Pagination
+from control_plane.core.tenancy import OrganizationScopedMixin
+from control_plane.executions import services as execution_services
+from control_plane.executions.api.serializers import ExecutionOutput
+from control_plane.workflows import selectors, services
+from control_plane.workflows.api.serializers import (
+    PublishInput,
+    RunInput,
+    ValidateInput,
+    VersionOutput,
+    WorkflowInput,
+    WorkflowOutput,
+    WorkflowUpdateInput,
+)
+from control_plane.workflows.models import Workflow
+
+
+class WorkflowMixin(OrganizationScopedMixin):
+    def get_workflow(self, workflow_id: int) -> Workflow:
+        return get_object_or_404(
+            selectors.workflow_list(organization=self.organization).prefetch_related("versions"),
+            pk=workflow_id,
+        )
+
+
+class WorkflowListApi(WorkflowMixin, APIView):
+    @extend_schema(responses=WorkflowOutput(many=True))
+    def get(self, request):
+        qs = selectors.workflow_list(
+            organization=self.organization, status=request.query_params.get("status")
+        ).prefetch_related("versions")
+        paginator = Pagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(WorkflowOutput(page, many=True).data)
+
+    @extend_schema(request=WorkflowInput, responses={201: WorkflowOutput})
+    def post(self, request):
+        data = WorkflowInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = services.workflow_create(
+            organization=self.organization,
+            created_by=request.user,
+            name=data.validated_data["name"],
+            slug=data.validated_data.get("slug") or "",
+            description=data.validated_data["description"],
+            definition=data.validated_data["definition"],
+        )
+        workflow = self.get_workflow(workflow.pk)
+        return Response(WorkflowOutput(workflow).data, status=status.HTTP_201_CREATED)
+
+
+class WorkflowDetailApi(WorkflowMixin, APIView):
+    @extend_schema(responses=WorkflowOutput)
+    def get(self, request, workflow_id: int):
+        workflow = self.get_workflow(workflow_id)
+        body = WorkflowOutput(workflow).data
+        body["problems"] = services.definition_errors(workflow.draft_definition)
+        return Response(body)
+
+    @extend_schema(request=WorkflowUpdateInput, responses=WorkflowOutput)
+    def patch(self, request, workflow_id: int):
+        workflow = self.get_workflow(workflow_id)
+        data = WorkflowUpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        changes = dict(data.validated_data)
+        if "definition" in changes:
+            changes["draft_definition"] = changes.pop("definition")
+        services.workflow_update(workflow=workflow, **changes)
+        return Response(WorkflowOutput(self.get_workflow(workflow_id)).data)
+
+
+class WorkflowPublishApi(WorkflowMixin, APIView):
+    @extend_schema(request=PublishInput, responses={201: VersionOutput})
+    def post(self, request, workflow_id: int):
+        workflow = self.get_workflow(workflow_id)
+        data = PublishInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = services.workflow_publish(
+            workflow=workflow, published_by=request.user, changelog=data.validated_data["changelog"]
+        )
+        return Response(VersionOutput(version).data, status=status.HTTP_201_CREATED)
+
+
+class WorkflowVersionListApi(WorkflowMixin, APIView):
+    @extend_schema(responses=VersionOutput(many=True))
+    def get(self, request, workflow_id: int):
+        workflow = self.get_workflow(workflow_id)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(selectors.version_list(workflow=workflow), request, self)
+        return paginator.get_paginated_response(VersionOutput(page, many=True).data)
+
+
+class WorkflowRunApi(WorkflowMixin, APIView):
+    @extend_schema(request=RunInput, responses={202: ExecutionOutput})
+    def post(self, request, workflow_id: int):
+        workflow = self.get_workflow(workflow_id)
+        data = RunInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        execution = execution_services.workflow_run(
+            workflow=workflow,
+            inputs=data.validated_data["inputs"],
+            kind="api" if request.auth else "manual",
+            triggered_by=request.user,
+        )
+        return Response(ExecutionOutput(execution).data, status=status.HTTP_202_ACCEPTED)
+
+
+class WorkflowValidateApi(OrganizationScopedMixin, APIView):
+    @extend_schema(request=ValidateInput)
+    def post(self, request):
+        data = ValidateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        errors = services.definition_errors(data.validated_data["definition"])
+        return Response({"valid": not errors, "errors": errors})

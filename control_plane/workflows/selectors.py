@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from django.db.models import OuterRef, QuerySet, Subquery
+
+from control_plane.organizations.models import Organization
+from control_plane.workflows.models import Workflow, WorkflowVersion
+from orchestration.steps.definition import WorkflowSpec, job_name_for
+
+
+def workflow_list(*, organization: Organization, status: str | None = None) -> QuerySet[Workflow]:
+    qs = Workflow.objects.filter(organization=organization).order_by("-updated_at", "-id")
+    return qs.filter(status=status) if status else qs
+
+
+def workflow_get(*, organization: Organization, workflow_id: int) -> Workflow:
+    return Workflow.objects.get(organization=organization, pk=workflow_id)
+
+
+def workflow_latest_version(*, workflow: Workflow) -> WorkflowVersion | None:
+    return workflow.versions.order_by("-number").first()
+
+
+def version_list(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
+    return workflow.versions.order_by("-number")
+
+
+def _latest_versions() -> QuerySet[WorkflowVersion]:
+    latest = (
+        WorkflowVersion.objects.filter(workflow=OuterRef("workflow"))
+        .order_by("-number")
+        .values("pk")[:1]
+    )
+    return WorkflowVersion.objects.filter(
+        pk=Subquery(latest), workflow__status=Workflow.Status.ACTIVE
+    )
+
+
+def published_job_index() -> dict[str, int]:
+    """{Dagster job name: version id} of the latest version of every active workflow, across
+    organizations (a system read for the code location). One cheap query, no definitions."""
+    rows = _latest_versions().values_list("id", "organization__slug", "workflow__slug")
+    return {job_name_for(org, slug): version_id for version_id, org, slug in rows}
+
+
+def workflow_spec(*, version_id: int) -> WorkflowSpec:
+    version = WorkflowVersion.objects.select_related("workflow", "organization").get(pk=version_id)
+    return spec_from_version(version)
+
+
+def spec_from_version(version: WorkflowVersion) -> WorkflowSpec:
+    return WorkflowSpec(
+        organization_id=version.organization_id,
+        org_slug=version.organization.slug,
+        workflow_id=version.workflow_id,
+        workflow_slug=version.workflow.slug,
+        workflow_name=version.workflow.name,
+        version_id=version.pk,
+        version=version.number,
+        content_hash=version.content_hash,
+        definition=version.definition,
+    )

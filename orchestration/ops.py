@@ -1,0 +1,124 @@
+"""One Dagster op per workflow step: render the step's config, run its step type, record it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dagster import Any as DagsterAny
+from dagster import (
+    Backoff,
+    Failure,
+    In,
+    OpExecutionContext,
+    Out,
+    Output,
+    Permissive,
+    RetryPolicy,
+    op,
+)
+
+from orchestration.steps import REGISTRY, templating
+from orchestration.steps.base import StepFailure, StepRuntime
+from orchestration.steps.definition import StepSpec, WorkflowSpec
+
+MAX_OUTPUT_BYTES = 256 * 1024
+CONTROL_PLANE = "control_plane"
+
+
+def _retry_policy(step: StepSpec) -> RetryPolicy | None:
+    if not step.retry or step.retry.max_attempts <= 1:
+        return None
+    return RetryPolicy(
+        max_retries=step.retry.max_attempts - 1,
+        delay=step.retry.backoff_seconds,
+        backoff=Backoff.EXPONENTIAL,
+    )
+
+
+def step_op(spec: WorkflowSpec, step: StepSpec, position: int):
+    step_type = REGISTRY[step.type]
+
+    @op(
+        name=f"{spec.job_name}__{step.id}",
+        description=step.name or f"{step.type} step '{step.id}'",
+        ins={upstream: In(DagsterAny) for upstream in step.after},
+        out={"result": Out(DagsterAny, is_required=False)},
+        config_schema={"inputs": Permissive()},
+        required_resource_keys={CONTROL_PLANE, *step_type.resources},
+        retry_policy=_retry_policy(step),
+        tags={"flowpilot/step_type": step.type},
+    )
+    def _op(context, **upstream: dict):  # no annotation: Dagster reads it at runtime
+        yield from run_step(context, spec, step, position, upstream)
+
+    return _op
+
+
+def run_step(
+    context: OpExecutionContext,
+    spec: WorkflowSpec,
+    step: StepSpec,
+    position: int,
+    upstream: dict[str, dict],
+):
+    control_plane = getattr(context.resources, CONTROL_PLANE)
+    inputs = context.op_config["inputs"]
+    execution_id = control_plane.execution_for_run(
+        run_id=context.run_id, tags=context.run.tags, inputs=inputs
+    )
+    # Each op passes on the outputs of all its ancestors, so templates can reach any of them.
+    steps: dict[str, Any] = {}
+    for outputs in upstream.values():
+        steps.update(outputs)
+    template_context = {
+        "inputs": inputs,
+        "steps": steps,
+        "run": {"id": context.run_id, "execution_id": execution_id},
+        "workflow": {"slug": spec.workflow_slug, "version": spec.version},
+    }
+    record = {
+        "execution_id": execution_id,
+        "step_id": step.id,
+        "step_type": step.type,
+        "position": position,
+    }
+
+    if step.when:
+        try:
+            go = templating.truthy(step.when, template_context)
+        except templating.TemplateError as exc:
+            _fail(control_plane, record, f"when: {exc}")
+        if not go:
+            control_plane.step_finished(**record, status="skipped")
+            context.log.info(f"step '{step.id}' skipped: condition {step.when!r} is false")
+            return  # no output: Dagster skips every step downstream of this one
+
+    control_plane.step_started(**record)
+    step_type = REGISTRY[step.type]
+    try:
+        config = step_type.config_model.model_validate(
+            templating.render(step.config, template_context)
+        )
+        runtime = StepRuntime(
+            resources={key: getattr(context.resources, key) for key in step_type.resources},
+            log=context.log,
+            run_id=context.run_id,
+            step_id=step.id,
+        )
+        output = step_type.run(config, runtime).model_dump(mode="json")
+        size = len(json.dumps(output))
+        if size > MAX_OUTPUT_BYTES:
+            raise StepFailure(
+                f"output is {size} bytes, over the {MAX_OUTPUT_BYTES}-byte limit for step outputs"
+            )
+    except Exception as exc:  # every failure is recorded on the step, then fails the op
+        message = str(exc) if isinstance(exc, StepFailure) else f"{type(exc).__name__}: {exc}"
+        _fail(control_plane, record, message)
+    control_plane.step_finished(**record, status="success", output=output)
+    yield Output({**steps, step.id: {"output": output}}, "result")
+
+
+def _fail(control_plane, record: dict, message: str):
+    control_plane.step_finished(**record, status="failure", error=message)
+    raise Failure(description=f"step '{record['step_id']}' failed: {message}")

@@ -1,0 +1,53 @@
+"""The FlowPilot repository, built lazily: the published-job index (one cheap query) is read
+when the code location loads; a job is rendered only when asked for by name, so a run worker
+renders just the job it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from dagster import JobDefinition, RepositoryDefinition, repository
+
+from orchestration.rendering import build_job
+from resources.control_plane import ControlPlaneResource
+from resources.http import HttpResource
+from sensors.execution_status import make_execution_status_sensors
+from sensors.trigger_events import make_trigger_event_sensor
+
+
+def default_resources(control_plane: ControlPlaneResource) -> dict[str, Any]:
+    return {"control_plane": control_plane, "http": HttpResource()}
+
+
+def make_repository(
+    control_plane: ControlPlaneResource,
+    resource_defs: Mapping[str, Any] | None = None,
+    name: str = "flowpilot",
+) -> RepositoryDefinition:
+    resources = dict(resource_defs or default_resources(control_plane))
+    index = control_plane.published_job_index()
+
+    @cache
+    def job_for_version(version_id: int) -> JobDefinition:
+        return build_job(control_plane.workflow_spec(version_id), resources)
+
+    def lazy(version_id: int):
+        return lambda: job_for_version(version_id)
+
+    sensors = [
+        make_trigger_event_sensor(control_plane, sorted(index)),
+        *make_execution_status_sensors(control_plane),
+    ]
+
+    @repository(name=name, description="FlowPilot workflows rendered as Dagster jobs")
+    def flowpilot():
+        return {
+            "jobs": {job_name: lazy(version_id) for job_name, version_id in index.items()},
+            "sensors": {sensor.name: (lambda s=sensor: s) for sensor in sensors},
+            "schedules": {},
+        }
+
+    flowpilot.job_for_version = job_for_version  # for tests and benchmarks: build cache stats
+    return flowpilot

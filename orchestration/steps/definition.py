@@ -1,0 +1,367 @@
+"""The workflow definition language (ARCHITECTURE.md): pydantic models, validation into one list
+of errors that each name a JSON path and the step, the content hash, and input coercion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestration.steps import templating
+
+STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+INPUT_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+
+InputType = Literal["string", "integer", "number", "boolean", "object", "array"]
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: InputType = "string"
+    description: str = ""
+    default: Any = None
+    required: bool | None = Field(
+        default=None, description="Defaults to true when no default is given"
+    )
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class RetrySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=1, ge=1, le=10)
+    backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=STEP_ID_PATTERN)
+    type: str
+    name: str = ""
+    config: dict[str, Any] = Field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    when: str | None = None
+    retry: RetrySpec | None = None
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+
+
+class WorkflowDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: tuple[StepSpec, ...] = Field(min_length=1)
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DefinitionError:
+    path: str
+    message: str
+    step: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class InvalidDefinition(Exception):
+    def __init__(self, errors: list[DefinitionError]):
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def canonical_json(definition: Any) -> str:
+    return json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(definition: Any) -> str:
+    return hashlib.sha256(canonical_json(definition).encode()).hexdigest()
+
+
+def _loc(loc: Iterable[Any]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _step_id_at(raw: Any, index: int) -> str | None:
+    try:
+        value = raw["steps"][index]["id"]
+        return value if isinstance(value, str) else None
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _schema_errors(raw: Any, exc: ValidationError) -> list[DefinitionError]:
+    errors = []
+    for item in exc.errors():
+        loc = item["loc"]
+        step = _step_id_at(raw, loc[1]) if len(loc) > 1 and loc[0] == "steps" else None
+        errors.append(DefinitionError(_loc(loc) or "definition", item["msg"], step))
+    return errors
+
+
+def parse(raw: Any) -> WorkflowDefinition:
+    """Parse and fully validate; raises InvalidDefinition with every error found."""
+    errors = validate(raw)
+    if errors:
+        raise InvalidDefinition(errors)
+    return WorkflowDefinition.model_validate(raw)
+
+
+def validate(raw: Any) -> list[DefinitionError]:
+    from orchestration.steps import REGISTRY
+
+    if not isinstance(raw, dict):
+        return [DefinitionError("definition", "must be a JSON object with 'steps'")]
+    try:
+        definition = WorkflowDefinition.model_validate(raw)
+    except ValidationError as exc:
+        return _schema_errors(raw, exc)
+
+    errors: list[DefinitionError] = []
+    for name in definition.inputs:
+        if not _matches(INPUT_NAME_PATTERN, name):
+            errors.append(DefinitionError(f"inputs.{name}", "input names must be identifiers"))
+
+    seen: dict[str, int] = {}
+    for index, step in enumerate(definition.steps):
+        if step.id in seen:
+            errors.append(
+                DefinitionError(
+                    f"steps[{index}].id",
+                    f"duplicate step id '{step.id}' (first used at steps[{seen[step.id]}])",
+                    step.id,
+                )
+            )
+        else:
+            seen[step.id] = index
+
+    for index, step in enumerate(definition.steps):
+        base = f"steps[{index}]"
+        step_type = REGISTRY.get(step.type)
+        if step_type is None:
+            known = ", ".join(sorted(REGISTRY))
+            errors.append(
+                DefinitionError(
+                    f"{base}.type", f"unknown step type '{step.type}' (known: {known})", step.id
+                )
+            )
+        else:
+            errors.extend(_config_errors(step_type.config_model, step, base))
+        for position, upstream in enumerate(step.after):
+            if upstream == step.id:
+                errors.append(
+                    DefinitionError(
+                        f"{base}.after[{position}]", "a step cannot follow itself", step.id
+                    )
+                )
+            elif upstream not in seen:
+                errors.append(
+                    DefinitionError(
+                        f"{base}.after[{position}]", f"unknown step '{upstream}'", step.id
+                    )
+                )
+
+    cycle = _find_cycle(definition)
+    if cycle:
+        index = seen[cycle[0]]
+        errors.append(
+            DefinitionError(
+                f"steps[{index}].after",
+                "cycle between steps: " + " -> ".join([*cycle, cycle[0]]),
+                cycle[0],
+            )
+        )
+    else:
+        errors.extend(_reference_errors(definition, seen))
+    for name, expression in definition.outputs.items():
+        errors.extend(_template_refs_errors(expression, f"outputs.{name}", None, definition, None))
+    return errors
+
+
+def _matches(pattern: str, value: str) -> bool:
+    import re
+
+    return re.match(pattern, value) is not None
+
+
+def _config_errors(model: type[BaseModel], step: StepSpec, base: str) -> list[DefinitionError]:
+    """Validate a step's config against its model. Template strings stand in for any value, so
+    they are replaced by a neutral placeholder that each field type accepts before validation."""
+    config = {k: v for k, v in step.config.items() if not templating.is_template(v)}
+    errors: list[DefinitionError] = []
+    try:
+        model.model_validate(config)
+    except ValidationError as exc:
+        templated = {k for k, v in step.config.items() if templating.is_template(v)}
+        for item in exc.errors():
+            field = item["loc"][0] if item["loc"] else None
+            if item["type"] == "missing" and field in templated:
+                continue
+            errors.append(
+                DefinitionError(
+                    f"{base}.config.{_loc(item['loc'])}".rstrip("."), item["msg"], step.id
+                )
+            )
+    return errors
+
+
+def _find_cycle(definition: WorkflowDefinition) -> list[str] | None:
+    graph = {s.id: [u for u in s.after if u != s.id] for s in definition.steps}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for upstream in graph.get(node, []):
+            if upstream not in graph:
+                continue
+            if state.get(upstream) == 1:
+                return stack[stack.index(upstream) :]
+            if upstream not in state:
+                found = visit(upstream)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for step in definition.steps:
+        if step.id not in state:
+            found = visit(step.id)
+            if found:
+                return list(reversed(found))
+    return None
+
+
+def ancestors(definition: WorkflowDefinition) -> dict[str, set[str]]:
+    """Every step's transitive upstream steps (the definition must be acyclic)."""
+    after = {s.id: set(s.after) for s in definition.steps}
+    memo: dict[str, set[str]] = {}
+
+    def walk(step_id: str) -> set[str]:
+        if step_id not in memo:
+            memo[step_id] = set()
+            result: set[str] = set()
+            for upstream in after.get(step_id, ()):
+                result |= {upstream} | walk(upstream)
+            memo[step_id] = result
+        return memo[step_id]
+
+    return {s.id: walk(s.id) for s in definition.steps}
+
+
+def _reference_errors(definition: WorkflowDefinition, ids: dict[str, int]) -> list[DefinitionError]:
+    upstream = ancestors(definition)
+    errors: list[DefinitionError] = []
+    for index, step in enumerate(definition.steps):
+        base = f"steps[{index}]"
+        for path, text in templating.template_strings(step.config, f"{base}.config"):
+            errors.extend(_template_refs_errors(text, path, step.id, definition, upstream))
+        if step.when:
+            errors.extend(
+                _template_refs_errors(step.when, f"{base}.when", step.id, definition, upstream)
+            )
+    return errors
+
+
+def _template_refs_errors(
+    text: str,
+    path: str,
+    step_id: str | None,
+    definition: WorkflowDefinition,
+    upstream: dict[str, set[str]] | None,
+) -> list[DefinitionError]:
+    try:
+        steps, inputs = templating.references(text)
+    except templating.TemplateError as exc:
+        return [DefinitionError(path, str(exc), step_id)]
+    errors = []
+    known_steps = {s.id for s in definition.steps}
+    for name in sorted(inputs - set(definition.inputs)):
+        errors.append(DefinitionError(path, f"unknown input '{name}'", step_id))
+    for name in sorted(steps):
+        if name not in known_steps:
+            errors.append(DefinitionError(path, f"unknown step '{name}'", step_id))
+        elif upstream is not None and step_id is not None and name not in upstream[step_id]:
+            errors.append(
+                DefinitionError(
+                    path,
+                    f"step '{name}' is not upstream of '{step_id}': add it to 'after'",
+                    step_id,
+                )
+            )
+    return errors
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+def coerce_inputs(definition: WorkflowDefinition, given: dict[str, Any]) -> tuple[dict, dict]:
+    """Apply defaults and check types. Returns (inputs, field errors keyed by input name)."""
+    errors: dict[str, list[str]] = {}
+    for name in given:
+        if name not in definition.inputs:
+            errors[name] = [
+                f"unknown input (expected one of: {', '.join(definition.inputs) or 'none'})"
+            ]
+    result: dict[str, Any] = {}
+    for name, spec in definition.inputs.items():
+        if name not in given or given[name] is None:
+            if spec.default is not None:
+                result[name] = spec.default
+            elif spec.is_required:
+                errors[name] = ["this input is required"]
+            continue
+        value = given[name]
+        expected = _PY_TYPES[spec.type]
+        wrong_bool = isinstance(value, bool) and spec.type in ("integer", "number")
+        if not isinstance(value, expected) or wrong_bool:
+            errors[name] = [f"expected {spec.type}, got {type(value).__name__}"]
+            continue
+        result[name] = value
+    return result, errors
+
+
+def job_name_for(org_slug: str, workflow_slug: str) -> str:
+    """Deterministic Dagster job name for a workflow: `<org>__<workflow>`, slugs as identifiers."""
+    return f"{org_slug}__{workflow_slug}".replace("-", "_")
+
+
+class WorkflowSpec(BaseModel):
+    """A frozen, typed published version: the only input to rendering."""
+
+    model_config = ConfigDict(frozen=True)
+
+    organization_id: int
+    org_slug: str
+    workflow_id: int
+    workflow_slug: str
+    workflow_name: str
+    version_id: int
+    version: int
+    content_hash: str
+    priority: int = 0
+    definition: WorkflowDefinition
+
+    @property
+    def job_name(self) -> str:
+        return job_name_for(self.org_slug, self.workflow_slug)

@@ -1,0 +1,84 @@
+"""The one door from Dagster into the control plane's data. Everything Dagster reads or writes
+there goes through these methods, which call the control plane's services and selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+from orchestration.steps.definition import WorkflowSpec
+from resources.django_setup import ensure_django
+
+
+def _db():
+    """Drop connections the database closed meanwhile (long-lived daemon and code server)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+class ControlPlaneResource(ConfigurableResource):
+    settings_module: str = "control_plane.settings.dev"
+
+    _executions: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        ensure_django(self.settings_module)
+
+    def _ready(self) -> None:
+        ensure_django(self.settings_module)
+        _db()
+
+    # Code location: what to render.
+    def published_job_index(self) -> dict[str, int]:
+        self._ready()
+        from control_plane.workflows.selectors import published_job_index
+
+        return published_job_index()
+
+    def workflow_spec(self, version_id: int) -> WorkflowSpec:
+        self._ready()
+        from control_plane.workflows.selectors import workflow_spec
+
+        return workflow_spec(version_id=version_id)
+
+    # Trigger sensor.
+    def pending_trigger_events(self, *, after_id: int, stale_seconds: float) -> list[dict]:
+        self._ready()
+        from control_plane.executions.services import trigger_events_pending
+
+        return trigger_events_pending(after_id=after_id, stale_seconds=stale_seconds)
+
+    # Ops.
+    def execution_for_run(self, *, run_id: str, tags: dict[str, str], inputs: dict) -> int:
+        if run_id not in self._executions:
+            self._ready()
+            from control_plane.executions.services import execution_start_for_run
+
+            self._executions[run_id] = execution_start_for_run(
+                run_id=run_id, tags=dict(tags), inputs=inputs
+            )
+        return self._executions[run_id]
+
+    def step_started(self, **kwargs: Any) -> None:
+        self._ready()
+        from control_plane.executions.services import step_started
+
+        step_started(**kwargs)
+
+    def step_finished(self, **kwargs: Any) -> None:
+        self._ready()
+        from control_plane.executions.services import step_finished
+
+        step_finished(**kwargs)
+
+    # Run-status sensors.
+    def execution_finished(
+        self, *, run_id: str, run_status: str, error: str = "", tags: dict | None = None
+    ) -> int | None:
+        self._ready()
+        from control_plane.executions.services import execution_finish
+
+        return execution_finish(run_id=run_id, run_status=run_status, error=error, tags=tags)
