@@ -14,9 +14,10 @@ from resources.django_setup import ensure_django
 
 def _db():
     """Drop connections the database closed meanwhile (long-lived daemon and code server)."""
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connection
 
-    close_old_connections()
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 class ControlPlaneResource(ConfigurableResource):

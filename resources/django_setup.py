@@ -18,6 +18,8 @@ def ensure_django(settings_module: str = "control_plane.settings.dev") -> None:
             return
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
         os.environ.setdefault("FLOWPILOT_PROCESS", "dagster")
+        # Daemon, code server and run workers keep their connection (health-checked on reuse).
+        os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
         import django
 
         django.setup()

@@ -53,7 +53,7 @@ def reload_code_location() -> bool:
     try:
         result = graphql(RELOAD, {"location": settings.DAGSTER_CODE_LOCATION})
     except DagsterUnavailable as exc:
-        log.warning("could not reload Dagster code location: %s", exc)
+        log.info("Dagster not reachable, it loads new versions when it starts: %s", exc)
         return False
     entry = result["reloadRepositoryLocation"]
     if entry.get("__typename") != "WorkspaceLocationEntry":

@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -59,7 +59,10 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     try:
         expr = _single_expression(value)
         if expr is not None:
-            return _compile_expression(expr)(**context)
+            result = _compile_expression(expr)(**context)
+            if isinstance(result, Undefined):
+                result._fail_with_undefined_error()  # StrictUndefined: raises with the name
+            return result
         return _compile_template(value).render(**context)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}") from exc

@@ -1,0 +1,54 @@
+"""A small local HTTP server that answers every request with what it received, as JSON. The
+demo's http.request step calls it (no internet needed); tests use it the same way."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            echo = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            echo = raw.decode(errors="replace")
+        status = 200
+        if self.path.startswith("/status/"):
+            status = int(self.path.rsplit("/", 1)[1])
+        body = json.dumps(
+            {"method": self.command, "path": self.path, "echo": echo, "headers": dict(self.headers)}
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format, *args):  # quiet
+        return
+
+
+class EchoServer:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> EchoServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,115 @@
+"""Child processes the CLI starts (control plane, Dagster): one environment for all of them,
+each in its own process group so stopping it also stops whatever it spawned."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from flowpilot import config
+
+
+def bin_path(name: str) -> str:
+    """An executable of this environment (the venv's `dagster`, `uvicorn`...)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else (shutil.which(name) or name)
+
+
+def prepare_dagster_home(cfg: config.Config) -> Path:
+    home = cfg.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(config.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def child_env(cfg: config.Config, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        FLOWPILOT_HOME=str(cfg.home),
+        DAGSTER_HOME=str(prepare_dagster_home(cfg)),
+        DATABASE_URL=cfg.database_url,
+        DATABASE_OWNER_URL=cfg.database_owner_url,
+        DAGSTER_PG_URL=cfg.dagster_pg_url,
+        DAGSTER_URL=cfg.dagster_url,
+        DJANGO_SETTINGS_MODULE=env.get("DJANGO_SETTINGS_MODULE", "control_plane.settings.dev"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], env: dict[str, str], log_file: Path | None = None) -> subprocess.Popen:
+    out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen(
+        args,
+        env=env,
+        cwd=str(config.PROJECT_ROOT),
+        stdout=out or None,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen, *, timeout: float = 15.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL whatever is left after `timeout`."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # Code servers spawned by Dagster may linger after their parent exits: clear the group.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.2)
+    if _group_alive(process.pid):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(timeout=5)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except Exception:  # not up yet
+            pass
+        time.sleep(interval)
+    return False
+
+
+def http_ok(url: str) -> bool:
+    return httpx.get(url, timeout=1.0).status_code < 500
+
+
+def sigterm_exits() -> None:
+    """Turn SIGTERM into SystemExit so `finally` blocks stop what we started (atexit does not
+    run on a bare SIGTERM)."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -1,0 +1,76 @@
+"""Tests run against the real embedded PostgreSQL (pgvector) under FLOWPILOT_HOME: started here
+when it is not running, and stopped at the end if this session started it."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from flowpilot import config, pg
+from flowpilot.echo_server import EchoServer
+from tests.factories import (
+    THREE_STEPS,
+    make_member,
+    make_organization,
+    make_published_workflow,
+)
+
+
+@pytest.fixture(scope="session")
+def embedded_postgres():
+    cfg = config.load()
+    started = pg.start(cfg) if cfg.embedded else False
+    yield cfg
+    if started:
+        from django.db import connections
+
+        connections.close_all()
+        pg.stop(cfg)
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(embedded_postgres):
+    """pytest-django hook: runs before the test database is created."""
+
+
+@pytest.fixture
+def echo_server():
+    with EchoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def org(db):
+    return make_organization("acme")
+
+
+@pytest.fixture
+def other_org(db):
+    return make_organization("globex")
+
+
+@pytest.fixture
+def user(org):
+    return make_member(org, "alice@acme.test")
+
+
+@pytest.fixture
+def api(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def outsider_api(other_org):
+    """A member of another organization."""
+    client = APIClient()
+    outsider = make_member(other_org, "mallory@globex.test")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=outsider).key}")
+    return client
+
+
+@pytest.fixture
+def published(org, user):
+    return make_published_workflow(org, user, THREE_STEPS)

@@ -1,0 +1,117 @@
+"""Health, the error shape, request ids, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz():
+    response = APIClient().get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_reports_dagster_down_as_503():
+    with override_settings(DAGSTER_URL="http://127.0.0.1:9"):
+        response = APIClient().get("/readyz")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] and checks["migrations"]["ok"]
+    assert not checks["dagster"]["ok"]
+
+
+class _GraphQL(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.dumps({"data": {"version": "1.13.27"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        return
+
+
+@pytest.fixture
+def graphql_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GraphQL)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_readyz_ready_when_everything_answers(graphql_server):
+    with override_settings(DAGSTER_URL=graphql_server):
+        response = APIClient().get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["dagster"]["detail"] == "dagster 1.13.27"
+
+
+def test_request_id_is_echoed_or_generated():
+    client = APIClient()
+    assert client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
+    generated = client.get("/healthz", HTTP_X_REQUEST_ID="bad id with spaces")["X-Request-ID"]
+    assert len(generated) == 32
+
+
+def test_errors_carry_the_request_id(api):
+    response = api.get("/api/v1/workflows/999999", HTTP_X_REQUEST_ID="trace-1")
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"code": "not_found", "message": "Not found.", "request_id": "trace-1"}
+    }
+
+
+def test_unknown_url_is_json_404(api):
+    response = api.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_wrong_method_is_405_in_the_error_shape(api):
+    response = api.delete("/api/v1/workflows")
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_openapi_schema_and_swagger_ui():
+    client = APIClient()
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert schema.status_code == 200
+    paths = json.loads(schema.content)["paths"]
+    assert "/api/v1/workflows/{workflow_id}/run" in paths
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 200 and b"swagger-ui" in docs.content
+
+
+def test_json_log_lines_carry_request_id(api, capsys):
+    import logging
+
+    from control_plane.core.logging import (
+        JsonFormatter,
+        RequestIdFilter,
+        reset_request_id,
+        set_request_id,
+    )
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    token = set_request_id("rid-9")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        reset_request_id(token)
+    line = json.loads(JsonFormatter().format(record))
+    assert (
+        line["message"] == "hello world"
+        and line["request_id"] == "rid-9"
+        and line["level"] == "INFO"
+    )

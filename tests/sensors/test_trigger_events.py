@@ -1,0 +1,99 @@
+"""The trigger sensor turns pending TriggerEvents into exactly one RunRequest each."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterInstance, RunRequest, build_sensor_context
+
+from control_plane.executions.models import TriggerEvent
+from control_plane.executions.services import workflow_run
+from resources.control_plane import ControlPlaneResource
+from sensors.trigger_events import make_trigger_event_sensor
+from tests.factories import THREE_STEPS, make_published_workflow
+
+pytestmark = pytest.mark.django_db
+
+
+def _evaluate(sensor, instance, cursor=None):
+    context = build_sensor_context(instance=instance, cursor=cursor)
+    result = sensor.evaluate_tick(context)
+    return result
+
+
+@pytest.fixture
+def instance():
+    with DagsterInstance.ephemeral() as instance:
+        yield instance
+
+
+def test_one_run_request_per_pending_event(published, instance, org, user):
+    other = make_published_workflow(org, user, THREE_STEPS, slug="other")
+    executions = [workflow_run(workflow=published, inputs={"name": f"n{i}"}) for i in range(3)]
+    executions.append(workflow_run(workflow=other))
+    sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__other", "acme__triage"])
+
+    result = _evaluate(sensor, instance)
+
+    events = {e.execution_id: e for e in TriggerEvent.objects.all()}
+    assert [r.run_key for r in result.run_requests] == [str(events[x.pk].pk) for x in executions]
+    first = result.run_requests[0]
+    assert isinstance(first, RunRequest)
+    assert first.job_name == "acme__triage"
+    assert first.run_config == {"inputs": {"name": "n0"}}
+    assert first.tags["flowpilot/execution"] == str(executions[0].pk)
+    assert result.run_requests[-1].job_name == "acme__other"
+    assert result.cursor == str(max(e.pk for e in events.values()))
+
+
+def test_evaluating_twice_yields_no_duplicate(published, instance):
+    workflow_run(workflow=published)
+    sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"])
+    first = _evaluate(sensor, instance)
+    assert len(first.run_requests) == 1
+    second = _evaluate(sensor, instance, cursor=first.cursor)
+    assert not second.run_requests
+    assert second.skip_message == "no pending trigger events"
+
+
+def test_stale_pending_event_with_a_run_is_not_requested_again(published, instance):
+    execution = workflow_run(workflow=published)
+    event = execution.trigger_event
+    sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"], stale_seconds=0)
+    first = _evaluate(sensor, instance)
+    [request] = first.run_requests
+    # The run was created (as the daemon does), but has not started: the event is still pending.
+    instance.create_run_for_job(job_def=_noop_job(), run_id=None, tags=request.tags)
+    again = _evaluate(sensor, instance, cursor=first.cursor)
+    assert not again.run_requests
+    event.refresh_from_db()
+    assert event.status == TriggerEvent.Status.PENDING
+
+
+def test_stale_pending_event_without_a_run_is_swept(published, instance):
+    workflow_run(workflow=published)
+    sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"], stale_seconds=0)
+    first = _evaluate(sensor, instance)
+    # The daemon died before creating the run: the next sweep requests it again, same run_key.
+    again = _evaluate(sensor, instance, cursor=first.cursor)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+
+
+def test_event_for_a_job_not_loaded_yet_waits(published, instance):
+    workflow_run(workflow=published)
+    sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__something_else"])
+    result = _evaluate(sensor, instance)
+    assert not result.run_requests
+
+
+def _noop_job():
+    from dagster import job, op
+
+    @op
+    def noop():
+        return None
+
+    @job
+    def noop_job():
+        noop()
+
+    return noop_job
