@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_end_to_end_twice(fresh_env):
     flowpilot = os.path.join(os.path.dirname(sys.executable), "flowpilot")
-    for attempt in (1, 2):
+    for _ in range(2):
         result = subprocess.run(
             [flowpilot, "demo"], env=fresh_env, capture_output=True, text=True, timeout=300
         )
@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_twice(fresh_env):
         for step in ("compose", "call", "report"):
             assert step in out
         assert "200: Hello, FlowPilot demo!" in out
-        assert f"/runs/" in out
+        assert "/runs/" in out
     # Nothing left running: the demo stops the database and Dagster it started.
     status = subprocess.run(
         [flowpilot, "db", "status"], env=fresh_env, capture_output=True, text=True

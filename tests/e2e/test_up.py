@@ -40,7 +40,8 @@ WORKFLOW = {
             "type": "transform.template",
             "after": ["send"],
             "config": {
-                "template": "{{ steps.send.output.body.echo.text }} ({{ steps.send.output.status_code }})"
+                "template": "{{ steps.send.output.body.echo.text }}"
+                " ({{ steps.send.output.status_code }})"
             },
         },
     ],
