@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -19,6 +20,14 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         if self.path.startswith("/status/"):
             status = int(self.path.rsplit("/", 1)[1])
+        elif self.path.startswith("/sleep/"):
+            time.sleep(float(self.path.rsplit("/", 1)[1]))
+        elif self.path.startswith("/flaky/"):
+            # /flaky/<key>/<n>: the first n calls for a key answer 503, then 200.
+            _, _, key, failures = self.path.split("/", 3)
+            with self.server.lock:
+                seen = self.server.calls[key] = self.server.calls.get(key, 0) + 1
+            status = 503 if seen <= int(failures) else 200
         body = json.dumps(
             {"method": self.command, "path": self.path, "echo": echo, "headers": dict(self.headers)}
         ).encode()
@@ -37,6 +46,8 @@ class _Handler(BaseHTTPRequestHandler):
 class EchoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.calls = {}
+        self._server.lock = threading.Lock()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

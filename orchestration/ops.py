@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from dagster import Any as DagsterAny
@@ -106,7 +108,8 @@ def run_step(
             run_id=context.run_id,
             step_id=step.id,
         )
-        output = step_type.run(config, runtime).model_dump(mode="json")
+        output = _run_with_timeout(step, lambda: step_type.run(config, runtime))
+        output = output.model_dump(mode="json")
         size = len(json.dumps(output))
         if size > MAX_OUTPUT_BYTES:
             raise StepFailure(
@@ -117,6 +120,20 @@ def run_step(
         _fail(control_plane, record, message)
     control_plane.step_finished(**record, status="success", output=output)
     yield Output({**steps, step.id: {"output": output}}, "result")
+
+
+def _run_with_timeout(step: StepSpec, call):
+    """Run the step's work, failing it after `timeout_seconds` if one is set. The worker thread
+    cannot be killed; it is abandoned and ends with the run worker process."""
+    if not step.timeout_seconds:
+        return call()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"step-{step.id}")
+    try:
+        return pool.submit(call).result(timeout=step.timeout_seconds)
+    except FutureTimeout:
+        raise StepFailure(f"timed out after {step.timeout_seconds:g}s") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _fail(control_plane, record: dict, message: str):

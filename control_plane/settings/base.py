@@ -146,9 +146,6 @@ DAGSTER_URL = RUNTIME.dagster_url
 DAGSTER_CODE_LOCATION = runtime.CODE_LOCATION
 DAGSTER_TIMEOUT_SECONDS = float(env("DAGSTER_TIMEOUT_SECONDS", "2"))
 
-# Largest JSON a step may return; larger outputs fail the step with a clear error.
-FLOWPILOT_MAX_STEP_OUTPUT_BYTES = int(env("FLOWPILOT_MAX_STEP_OUTPUT_BYTES", str(256 * 1024)))
-
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,

@@ -200,3 +200,66 @@ def test_code_location_module_loads(published):
 
     module = importlib.reload(module)
     assert "acme__triage" in module.defs.job_names
+
+
+def _run(org, user, raw, slug, inputs=None):
+    workflow = make_published_workflow(org, user, raw, slug=slug)
+    execution = workflow_run(workflow=workflow, inputs=inputs or {})
+    result = build_job(_spec(workflow), _resources()).execute_in_process(
+        run_config={"inputs": execution.inputs},
+        tags={"flowpilot/execution": str(execution.pk)},
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    return result, execution
+
+
+def test_retry_policy_retries_then_succeeds(org, user, echo_server):
+    raw = {
+        "steps": [
+            {
+                "id": "flaky",
+                "type": "http.request",
+                "retry": {"max_attempts": 3, "backoff_seconds": 0},
+                "config": {"url": f"{echo_server.url}/flaky/k1/2"},
+            }
+        ]
+    }
+    result, execution = _run(org, user, raw, "flaky")
+    assert result.success
+    step = execution.steps.get()
+    assert step.status == "success" and step.attempts == 3
+    assert step.output["status_code"] == 200
+
+
+def test_step_timeout_fails_the_step(org, user, echo_server):
+    raw = {
+        "steps": [
+            {
+                "id": "slow",
+                "type": "http.request",
+                "timeout_seconds": 0.3,
+                "config": {"url": f"{echo_server.url}/sleep/2"},
+            }
+        ]
+    }
+    result, execution = _run(org, user, raw, "slow")
+    assert not result.success
+    step = execution.steps.get()
+    assert step.status == "failure" and step.error == "timed out after 0.3s"
+
+
+def test_oversized_output_fails_clearly(org, user):
+    raw = {
+        "inputs": {"n": {"type": "integer"}},
+        "steps": [
+            {
+                "id": "big",
+                "type": "transform.template",
+                "config": {"template": "{{ 'x' * inputs.n }}"},
+            }
+        ],
+    }
+    result, execution = _run(org, user, raw, "big", inputs={"n": 300_000})
+    assert not result.success
+    assert "over the 262144-byte limit" in execution.steps.get().error
