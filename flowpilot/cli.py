@@ -92,20 +92,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         seed = seed_demo()
         runtime.close_db()
         env = processes.child_env(cfg)
-        children.append(
-            processes.spawn(
-                [
-                    processes.bin_path("uvicorn"),
-                    "control_plane.asgi:application",
-                    "--host",
-                    cfg.host,
-                    "--port",
-                    str(cfg.port),
-                    "--no-access-log",
-                ],
-                env,
-            )
-        )
+        children.append(processes.spawn(processes.control_plane_args(cfg), env))
         children.append(
             processes.spawn(
                 [

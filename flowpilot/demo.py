@@ -37,7 +37,7 @@ def run() -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         env = processes.child_env(cfg)
         daemon = processes.spawn(
-            [processes.bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"],
+            processes.dagster_daemon_args(),
             env,
             log_file=log_dir / "demo-dagster-daemon.log",
         )

@@ -46,6 +46,23 @@ def child_env(cfg: config.Config, **extra: str) -> dict[str, str]:
     return env
 
 
+def control_plane_args(cfg: config.Config) -> list[str]:
+    """The control plane under uvicorn (ASGI) at FLOWPILOT_HOST:FLOWPILOT_PORT."""
+    return [
+        bin_path("uvicorn"),
+        "control_plane.asgi:application",
+        "--host",
+        cfg.host,
+        "--port",
+        str(cfg.port),
+        "--no-access-log",
+    ]
+
+
+def dagster_daemon_args() -> list[str]:
+    return [bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"]
+
+
 def spawn(args: list[str], env: dict[str, str], log_file: Path | None = None) -> subprocess.Popen:
     out = open(log_file, "ab") if log_file else None  # noqa: SIM115 - lives as long as the child
     return subprocess.Popen(
