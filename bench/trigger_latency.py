@@ -1,0 +1,338 @@
+#!/usr/bin/env python
+"""Trigger latency benchmark: from the API call that triggers a workflow to its first step
+starting, and to its execution finishing, through the real processes.
+
+Setup, all in a FLOWPILOT_HOME of its own (default: a fresh temp dir, deleted at the end unless
+--keep): the embedded PostgreSQL, migrations, the demo seed (a published 3-step workflow:
+template -> http.request to a local echo server -> template), the control plane as a real
+process (uvicorn) and the Dagster daemon (`dagster-daemon run -w workspace.yaml`, which starts
+the code server and launches runs). One warm-up run, waited for and left out of the figures,
+shows that the daemon is ready. Then, one after the other, --runs runs of:
+
+    t0 = time.time(); POST /api/v1/workflows/{id}/run   (Authorization: Token ...)
+
+waiting (polling the database) until the execution is finished. From the database timestamps:
+
+    first step  = the first ExecutionStep.started_at - t0
+    finished    = WorkflowExecution.finished_at - t0   (set by the run-status sensor)
+
+plus, for context, the API answer (202), the Dagster run's creation by the trigger sensor
+(`runs.create_timestamp` in Dagster's database), the run worker starting (`runs.start_time`) and
+WorkflowExecution.started_at (the run's first op recorded the execution). All processes share
+this machine's clock. p50 and p95 are computed with linear interpolation between the closest
+ranks.
+
+Between runs the script sleeps a random 0..--gap seconds (default 5). Dagster's sensor daemon
+evaluates sensors in a loop of at least 5 seconds, and the execution is finished by a sensor in
+that same loop: without the gap every trigger would land just after a sensor tick and measure
+the worst case of the trigger sensor's wait rather than its distribution (--gap 0 does that).
+
+Run from the project root:
+
+    .venv/bin/python bench/trigger_latency.py            # 20 runs
+    .venv/bin/python bench/trigger_latency.py --runs 3 --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+RUN_TIMEOUT = 180.0  # seconds for one execution (the warm-up includes loading the code location)
+POLL_INTERVAL = 0.05
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * q
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def machine() -> str:
+    total = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                total = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs, {total} RAM, Python {sys.version.split()[0]}"
+
+
+def configure_environment(home: Path) -> None:
+    """Point this process (and, through child_env, its children) at a private installation.
+    Must run before flowpilot.config is imported."""
+    for name in ("DATABASE_URL", "DATABASE_OWNER_URL", "DAGSTER_PG_URL", "DAGSTER_HOME"):
+        os.environ.pop(name, None)  # the embedded server under `home`, not someone else's
+    os.environ.pop("DAGSTER_URL", None)
+    os.environ["FLOWPILOT_HOME"] = str(home)
+    os.environ["FLOWPILOT_PORT"] = str(free_port())
+    os.environ["FLOWPILOT_DAGSTER_PORT"] = str(free_port())  # nothing listens: no webserver
+    os.environ["DJANGO_SETTINGS_MODULE"] = "control_plane.settings.dev"
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+class Bench:
+    def __init__(self, cfg: Any, token: str, workflow_id: int, echo_url: str, children: list):
+        import httpx
+
+        self.cfg = cfg
+        self.workflow_id = workflow_id
+        self.echo_url = echo_url
+        self.children = children
+        self.client = httpx.Client(
+            base_url=cfg.control_plane_url,
+            headers={"Authorization": f"Token {token}"},
+            timeout=30.0,
+        )
+
+    def check_children(self) -> None:
+        for child in self.children:
+            if child.poll() is not None:
+                raise SystemExit(
+                    f"{' '.join(child.args[:2])} exited ({child.returncode}); "
+                    f"see {self.cfg.home / 'logs'} (run with --keep to keep them)"
+                )
+
+    def dagster_run_times(self, run_id: str | None) -> tuple[float, float]:
+        """(created, started) of a Dagster run, epoch seconds; NaN when unknown."""
+        import psycopg
+
+        if not run_id:
+            return math.nan, math.nan
+        url = re.sub(r"^postgresql\+\w+://", "postgresql://", self.cfg.dagster_pg_url)
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT create_timestamp, start_time FROM runs WHERE run_id = %s", [run_id]
+            ).fetchone()
+        if row is None:
+            return math.nan, math.nan
+        created, started = row
+        # Dagster stores create_timestamp as naive UTC (it reads it back the same way).
+        created_at = created.replace(tzinfo=UTC).timestamp() if created else math.nan
+        return created_at, started if started is not None else math.nan
+
+    def run_once(self, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        from control_plane.executions.models import WorkflowExecution
+
+        body = {"inputs": {"name": "bench", "url": f"{self.echo_url}/echo"}}
+        t0 = time.time()
+        response = self.client.post(f"/api/v1/workflows/{self.workflow_id}/run", json=body)
+        t_response = time.time() - t0
+        if response.status_code != 202:
+            raise SystemExit(f"trigger answered {response.status_code}: {response.text[:500]}")
+        execution_id = response.json()["id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            execution = WorkflowExecution.objects.get(pk=execution_id)
+            if execution.status in WorkflowExecution.FINISHED:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"execution {execution_id} still {execution.status} after {timeout:.0f}s; "
+                    f"see {self.cfg.home / 'logs'} (run with --keep to keep them)"
+                )
+            self.check_children()
+            time.sleep(POLL_INTERVAL)
+        run_created, run_start = self.dagster_run_times(execution.dagster_run_id)
+        steps = list(execution.steps.order_by("position"))
+        started = [s.started_at for s in steps if s.started_at is not None]
+        first_step = min(started).timestamp() - t0 if started else math.nan
+        return {
+            "execution": execution_id,
+            "status": execution.status,
+            "error": execution.error,
+            "response": t_response,
+            "run_created": run_created - t0,
+            "run_worker": run_start - t0,
+            "run_started": (
+                execution.started_at.timestamp() - t0 if execution.started_at else math.nan
+            ),
+            "first_step": first_step,
+            "finished": execution.finished_at.timestamp() - t0,
+            "steps": [(s.step_id, s.status) for s in steps],
+        }
+
+
+def wait_for_health(cfg: Any, children: list, timeout: float = 90.0) -> None:
+    from flowpilot import processes
+
+    url = f"{cfg.control_plane_url}/healthz"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if processes.wait_until(lambda: processes.http_ok(url), timeout=1.0, interval=0.1):
+            return
+        for child in children:
+            if child.poll() is not None:
+                raise SystemExit(f"{child.args[0]} exited ({child.returncode}) before /healthz")
+    raise SystemExit(f"{url} not healthy within {timeout:.0f}s")
+
+
+def run(args: argparse.Namespace, home: Path) -> int:
+    from flowpilot import config, processes, runtime
+
+    cfg = config.load()
+    started_db = False
+    children: list = []
+    try:
+        started_db = runtime.start_database(cfg)
+        runtime.migrate()
+        from control_plane.core.seed import seed_demo
+        from flowpilot.echo_server import EchoServer
+
+        seed = seed_demo()
+        runtime.close_db()
+        log_dir = cfg.home / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = processes.child_env(cfg)
+        setup_started = time.monotonic()
+        children.append(
+            processes.spawn(
+                [
+                    processes.bin_path("uvicorn"),
+                    "control_plane.asgi:application",
+                    "--host",
+                    cfg.host,
+                    "--port",
+                    str(cfg.port),
+                    "--no-access-log",
+                ],
+                env,
+                log_file=log_dir / "uvicorn.log",
+            )
+        )
+        children.append(
+            processes.spawn(
+                [processes.bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"],
+                env,
+                log_file=log_dir / "dagster-daemon.log",
+            )
+        )
+        wait_for_health(cfg, children)
+        print(f"control plane healthy after {time.monotonic() - setup_started:.1f}s")
+        with EchoServer() as echo:
+            bench = Bench(cfg, seed.token, seed.workflow.pk, echo.url, children)
+            warm = bench.run_once()
+            print(
+                f"warm-up run: {warm['status']} (execution {warm['execution']}), daemon ready "
+                f"{time.monotonic() - setup_started:.1f}s after the processes started; "
+                f"first step at {warm['first_step']:.2f}s, finished at {warm['finished']:.2f}s"
+            )
+            if warm["status"] != "success":
+                print(f"  warm-up error: {warm['error']}")
+            results = []
+            for index in range(args.runs):
+                if args.gap > 0:
+                    time.sleep(random.uniform(0, args.gap))
+                result = bench.run_once()
+                results.append(result)
+                print(
+                    f"run {index + 1:>3}/{args.runs}: {result['status']:<8} "
+                    f"api {result['response'] * 1000:4.0f} ms  "
+                    f"dagster run {result['run_created']:5.2f}s  "
+                    f"worker {result['run_worker']:5.2f}s  "
+                    f"first step {result['first_step']:6.2f}s  "
+                    f"finished {result['finished']:6.2f}s"
+                )
+                if result["status"] != "success":
+                    print(f"  error: {result['error']}  steps: {result['steps']}")
+                sys.stdout.flush()
+        report(results, args.gap)
+        failures = [r for r in results if r["status"] != "success"]
+        return 1 if failures else 0
+    finally:
+        for child in reversed(children):
+            processes.stop(child)
+        runtime.stop_database(cfg, started_db)
+
+
+def report(results: list[dict[str, Any]], gap: float) -> None:
+    ok = [r for r in results if r["status"] == "success"]
+    print()
+    print(
+        f"Trigger latency, 3-step workflow, {len(results)} sequential runs ({len(ok)} success), "
+        f"random 0-{gap:g}s gap before each"
+    )
+    print(f"machine: {machine()}")
+    print(f"  {'from the POST (t0) to':<42} {'p50':>9} {'p95':>9} {'min':>9} {'max':>9}")
+    for key, label in (
+        ("response", "the API answer (202)"),
+        ("run_created", "Dagster run created (trigger sensor)"),
+        ("run_worker", "run worker started (RUN_START)"),
+        ("run_started", "execution started (first op)"),
+        ("first_step", "first step started"),
+        ("finished", "execution finished"),
+    ):
+        values = [r[key] for r in results if not math.isnan(r[key])]
+        if not values:
+            continue
+        cells = [percentile(values, 0.5), percentile(values, 0.95), min(values), max(values)]
+        print(f"  {label:<42} " + " ".join(f"{v:>8.3f}s" for v in cells))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--home", type=Path, help="FLOWPILOT_HOME to use (default: a fresh temp dir)"
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=5.0,
+        help="sleep a random 0..GAP seconds before each run (default 5; see above)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep FLOWPILOT_HOME (and its logs)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    created = args.home is None
+    home = Path(tempfile.mkdtemp(prefix="fp-bench-")) if created else args.home.resolve()
+    configure_environment(home)
+    from flowpilot import processes
+
+    processes.sigterm_exits()
+    print(f"FLOWPILOT_HOME {home}  control plane port {os.environ['FLOWPILOT_PORT']}")
+    sys.stdout.flush()
+    try:
+        return run(args, home)
+    finally:
+        if args.keep or not created:
+            print(f"kept {home} (logs in {home / 'logs'})")
+        else:
+            from flowpilot import config
+
+            sock = config.socket_dir(home / "pg")
+            if sock != home / "pg":
+                shutil.rmtree(sock, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
