@@ -213,22 +213,14 @@ def run(args: argparse.Namespace, home: Path) -> int:
         setup_started = time.monotonic()
         children.append(
             processes.spawn(
-                [
-                    processes.bin_path("uvicorn"),
-                    "control_plane.asgi:application",
-                    "--host",
-                    cfg.host,
-                    "--port",
-                    str(cfg.port),
-                    "--no-access-log",
-                ],
+                processes.control_plane_args(cfg),
                 env,
                 log_file=log_dir / "uvicorn.log",
             )
         )
         children.append(
             processes.spawn(
-                [processes.bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"],
+                processes.dagster_daemon_args(),
                 env,
                 log_file=log_dir / "dagster-daemon.log",
             )

@@ -196,8 +196,9 @@ def _matches(pattern: str, value: str) -> bool:
 
 
 def _config_errors(model: type[BaseModel], step: StepSpec, base: str) -> list[DefinitionError]:
-    """Validate a step's config against its model. Template strings stand in for any value, so
-    they are replaced by a neutral placeholder that each field type accepts before validation."""
+    """Validate a step's config against its model. A template string may stand for a value of any
+    type, so templated fields are left out here (a missing one is not an error) and checked
+    after rendering, when the step runs."""
     config = {k: v for k, v in step.config.items() if not templating.is_template(v)}
     errors: list[DefinitionError] = []
     try:
