@@ -185,12 +185,10 @@ def _import_everything() -> None:
     import orchestration.repository  # noqa: F401
 
 
-def worker_full(count: int, trace: bool) -> dict[str, Any]:
+def _start_worker(mode: str, count: int, trace: bool):
+    """What both workers do first: imports, the RSS baseline, the specs and the lazy repo."""
     _import_everything()
-    from dagster._core.remote_representation.external_data import JobDataSnap, RepositorySnap
-    from dagster._serdes import serialize_value
-
-    result: dict[str, Any] = {"mode": "full", "n": count, "rss_base_kib": _rss_kib()}
+    result: dict[str, Any] = {"mode": mode, "n": count, "rss_base_kib": _rss_kib()}
     if trace:
         tracemalloc.start()
     timings: dict[str, float] = {}
@@ -202,6 +200,14 @@ def worker_full(count: int, trace: bool) -> dict[str, Any]:
     start = time.perf_counter()
     repo = _make_repo(specs)
     timings["repo"] = time.perf_counter() - start
+    return result, timings, specs, repo
+
+
+def worker_full(count: int, trace: bool) -> dict[str, Any]:
+    from dagster._core.remote_representation.external_data import JobDataSnap, RepositorySnap
+    from dagster._serdes import serialize_value
+
+    result, timings, specs, repo = _start_worker("full", count, trace)
 
     start = time.perf_counter()
     repo.load_all_definitions()
@@ -238,19 +244,7 @@ def worker_full(count: int, trace: bool) -> dict[str, Any]:
 
 
 def worker_lazy(count: int, trace: bool) -> dict[str, Any]:
-    _import_everything()
-    result: dict[str, Any] = {"mode": "lazy", "n": count, "rss_base_kib": _rss_kib()}
-    if trace:
-        tracemalloc.start()
-    timings: dict[str, float] = {}
-
-    start = time.perf_counter()
-    specs = synthetic_specs(count)
-    timings["specs"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    repo = _make_repo(specs)
-    timings["repo"] = time.perf_counter() - start
+    result, timings, specs, repo = _start_worker("lazy", count, trace)
 
     name = specs[count // 2 + 1].job_name
     rss_before = _rss_kib()

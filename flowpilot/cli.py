@@ -34,20 +34,14 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    cfg = config.load()
-    started = runtime.start_database(cfg)
-    try:
+    with runtime.database(config.load()):
         runtime.migrate()
         print("migrated")
-    finally:
-        runtime.stop_database(cfg, started)
     return 0
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    cfg = config.load()
-    started = runtime.start_database(cfg)
-    try:
+    with runtime.database(config.load()):
         runtime.migrate()
         from control_plane.core.seed import DEMO_PASSWORD, seed_demo
 
@@ -69,8 +63,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
             )
         else:
             print(f"login {seed.user.email} / {DEMO_PASSWORD}  (API token {seed.token})")
-    finally:
-        runtime.stop_database(cfg, started)
     return 0
 
 
@@ -83,57 +75,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     cfg = config.load()
     processes.sigterm_exits()
-    started_db = runtime.start_database(cfg)
     children: list = []
-    try:
-        runtime.migrate()
-        from control_plane.core.seed import DEMO_PASSWORD, seed_demo
+    with runtime.database(cfg):
+        try:
+            runtime.migrate()
+            from control_plane.core.seed import DEMO_PASSWORD, seed_demo
 
-        seed = seed_demo()
-        runtime.close_db()
-        env = processes.child_env(cfg)
-        children.append(processes.spawn(processes.control_plane_args(cfg), env))
-        children.append(
-            processes.spawn(
-                [
-                    processes.bin_path("dagster"),
-                    "dev",
-                    "-w",
-                    "workspace.yaml",
-                    "-h",
-                    cfg.dagster_host,
-                    "-p",
-                    str(cfg.dagster_port),
-                ],
-                env,
+            seed = seed_demo()
+            runtime.close_db()
+            env = processes.child_env(cfg)
+            children.append(processes.spawn(processes.control_plane_args(cfg), env))
+            children.append(processes.spawn(processes.dagster_dev_args(cfg), env))
+            web_ok = processes.wait_until(
+                lambda: processes.http_ok(f"{cfg.control_plane_url}/healthz"), timeout=60
             )
-        )
-        web_ok = processes.wait_until(
-            lambda: processes.http_ok(f"{cfg.control_plane_url}/healthz"), timeout=60
-        )
-        dagster_ok = processes.wait_until(
-            lambda: processes.http_ok(f"{cfg.dagster_url}/server_info"), timeout=120
-        )
-        if not (web_ok and dagster_ok):
-            print("a process did not come up; see the output above", file=sys.stderr)
+            dagster_ok = processes.wait_until(
+                lambda: processes.http_ok(f"{cfg.dagster_url}/server_info"), timeout=120
+            )
+            if not (web_ok and dagster_ok):
+                print("a process did not come up; see the output above", file=sys.stderr)
+                return 1
+            print()
+            print(f"FlowPilot is up (data in {cfg.home}). Ctrl-C stops everything.")
+            print(f"  API docs       {cfg.control_plane_url}/api/docs/")
+            print(f"  admin          {cfg.control_plane_url}/admin/")
+            print(f"  Dagster UI     {cfg.dagster_url}")
+            print(f"  login          {seed.user.email} / {DEMO_PASSWORD}   API token {seed.token}")
+            sys.stdout.flush()
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            print("a process exited; stopping the others", file=sys.stderr)
             return 1
-        print()
-        print(f"FlowPilot is up (data in {cfg.home}). Ctrl-C stops everything.")
-        print(f"  API docs       {cfg.control_plane_url}/api/docs/")
-        print(f"  admin          {cfg.control_plane_url}/admin/")
-        print(f"  Dagster UI     {cfg.dagster_url}")
-        print(f"  login          {seed.user.email} / {DEMO_PASSWORD}   API token {seed.token}")
-        sys.stdout.flush()
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        print("a process exited; stopping the others", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for child in children:
-            processes.stop(child)
-        runtime.stop_database(cfg, started_db)
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            for child in children:
+                processes.stop(child)
 
 
 def cmd_manage(args: argparse.Namespace) -> int:

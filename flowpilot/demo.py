@@ -18,55 +18,54 @@ def _short(value, limit: int = 160) -> str:
 def run() -> int:
     cfg = config.load()
     processes.sigterm_exits()
-    started_db = runtime.start_database(cfg)
     daemon = None
-    try:
-        print(f"• database   {'started' if started_db else 'running'} ({cfg.home})")
-        runtime.migrate()
-        from control_plane.core.seed import seed_demo
-        from control_plane.executions.models import WorkflowExecution
-        from control_plane.executions.services import workflow_run
-        from flowpilot.echo_server import EchoServer
+    with runtime.database(cfg) as started_db:
+        try:
+            print(f"• database   {'started' if started_db else 'running'} ({cfg.home})")
+            runtime.migrate()
+            from control_plane.core.seed import seed_demo
+            from control_plane.executions.models import WorkflowExecution
+            from control_plane.executions.services import workflow_run
+            from flowpilot.echo_server import EchoServer
 
-        seed = seed_demo()
-        print(
-            f"• seeded     org '{seed.organization.slug}', user {seed.user.email}, "
-            f"workflow '{seed.workflow.slug}' v{seed.version.number}"
-        )
-        log_dir = cfg.home / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = processes.child_env(cfg)
-        daemon = processes.spawn(
-            processes.dagster_daemon_args(),
-            env,
-            log_file=log_dir / "demo-dagster-daemon.log",
-        )
-        print(f"• dagster    daemon started (log: {log_dir / 'demo-dagster-daemon.log'})")
-        with EchoServer() as echo:
-            started = time.monotonic()
-            # The same service a webhook calls: a committed TriggerEvent, then a Dagster run.
-            execution = workflow_run(
-                workflow=seed.workflow,
-                inputs={"name": "FlowPilot demo", "url": f"{echo.url}/echo"},
-                kind="webhook",
-                payload={"source": "flowpilot demo"},
+            seed = seed_demo()
+            print(
+                f"• seeded     org '{seed.organization.slug}', user {seed.user.email}, "
+                f"workflow '{seed.workflow.slug}' v{seed.version.number}"
             )
-            event = execution.trigger_event.pk
-            print(f"• triggered  execution {execution.pk} (trigger event {event})")
-            while time.monotonic() - started < WAIT_SECONDS:
-                execution.refresh_from_db()
-                if execution.status in WorkflowExecution.FINISHED:
-                    break
-                if daemon.poll() is not None:
-                    raise SystemExit(f"dagster-daemon exited early; see {log_dir}")
-                time.sleep(0.25)
-            elapsed = time.monotonic() - started
-        _report(cfg, execution, elapsed)
-        return 0 if execution.status == WorkflowExecution.Status.SUCCESS else 1
-    finally:
-        if daemon is not None:
-            processes.stop(daemon)
-        runtime.stop_database(cfg, started_db)
+            log_dir = cfg.home / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+            env = processes.child_env(cfg)
+            daemon = processes.spawn(
+                processes.dagster_daemon_args(),
+                env,
+                log_file=log_dir / "demo-dagster-daemon.log",
+            )
+            print(f"• dagster    daemon started (log: {log_dir / 'demo-dagster-daemon.log'})")
+            with EchoServer() as echo:
+                started = time.monotonic()
+                # The same service a webhook calls: a committed TriggerEvent, then a Dagster run.
+                execution = workflow_run(
+                    workflow=seed.workflow,
+                    inputs={"name": "FlowPilot demo", "url": f"{echo.url}/echo"},
+                    kind="webhook",
+                    payload={"source": "flowpilot demo"},
+                )
+                event = execution.trigger_event.pk
+                print(f"• triggered  execution {execution.pk} (trigger event {event})")
+                while time.monotonic() - started < WAIT_SECONDS:
+                    execution.refresh_from_db()
+                    if execution.status in WorkflowExecution.FINISHED:
+                        break
+                    if daemon.poll() is not None:
+                        raise SystemExit(f"dagster-daemon exited early; see {log_dir}")
+                    time.sleep(0.25)
+                elapsed = time.monotonic() - started
+            _report(cfg, execution, elapsed)
+            return 0 if execution.status == WorkflowExecution.Status.SUCCESS else 1
+        finally:
+            if daemon is not None:
+                processes.stop(daemon)
 
 
 def _report(cfg: config.Config, execution, elapsed: float) -> None:

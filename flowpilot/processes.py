@@ -59,6 +59,12 @@ def control_plane_args(cfg: config.Config) -> list[str]:
     ]
 
 
+def dagster_dev_args(cfg: config.Config) -> list[str]:
+    """Dagster webserver + daemon (and the code server they share) for `flowpilot up`."""
+    host, port = cfg.dagster_host, str(cfg.dagster_port)
+    return [bin_path("dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port]
+
+
 def dagster_daemon_args() -> list[str]:
     return [bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"]
 

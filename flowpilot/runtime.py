@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flowpilot import config
 
@@ -42,3 +44,14 @@ def stop_database(cfg: config.Config, started: bool) -> None:
 
         close_db()
         pg.stop(cfg)
+
+
+@contextmanager
+def database(cfg: config.Config) -> Iterator[bool]:
+    """The embedded database for the duration of a command: started if needed, and stopped on
+    the way out only if this command started it. Yields whether it did."""
+    started = start_database(cfg)
+    try:
+        yield started
+    finally:
+        stop_database(cfg, started)

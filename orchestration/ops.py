@@ -81,6 +81,7 @@ def run_step(
     }
     record = {
         "execution_id": execution_id,
+        "organization_id": spec.organization_id,
         "step_id": step.id,
         "step_type": step.type,
         "position": position,

@@ -73,8 +73,7 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "non_field_errors" if key == "non_field_errors" and not prefix else str(key)
-            out.update(_flatten(value, f"{prefix}.{name}" if prefix else name))
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     elif (
         isinstance(detail, list) and detail and all(not isinstance(d, dict | list) for d in detail)
     ):

@@ -145,13 +145,26 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
     return execution.pk
 
 
-def step_started(*, execution_id: int, step_id: str, step_type: str, position: int) -> None:
-    execution = WorkflowExecution.objects.only("organization_id").get(pk=execution_id)
+def _organization_of(execution_id: int) -> int:
+    return WorkflowExecution.objects.values_list("organization_id", flat=True).get(pk=execution_id)
+
+
+def step_started(
+    *,
+    execution_id: int,
+    step_id: str,
+    step_type: str,
+    position: int,
+    organization_id: int | None = None,
+) -> None:
+    """Record a step (re)starting. Ops pass `organization_id` (they know it from the spec),
+    which saves a query per record."""
+    organization_id = organization_id or _organization_of(execution_id)
     step, created = ExecutionStep.objects.get_or_create(
         execution_id=execution_id,
         step_id=step_id,
         defaults={
-            "organization_id": execution.organization_id,
+            "organization_id": organization_id,
             "step_type": step_type,
             "position": position,
             "status": ExecutionStep.Status.RUNNING,
@@ -178,13 +191,13 @@ def step_finished(
     status: str,
     output: Any = None,
     error: str = "",
+    organization_id: int | None = None,
 ) -> None:
-    execution = WorkflowExecution.objects.only("organization_id").get(pk=execution_id)
     ExecutionStep.objects.update_or_create(
         execution_id=execution_id,
         step_id=step_id,
         defaults={
-            "organization_id": execution.organization_id,
+            "organization_id": organization_id or _organization_of(execution_id),
             "step_type": step_type,
             "position": position,
             "status": status,

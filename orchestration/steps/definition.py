@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -130,7 +131,7 @@ def validate(raw: Any) -> list[DefinitionError]:
 
     errors: list[DefinitionError] = []
     for name in definition.inputs:
-        if not _matches(INPUT_NAME_PATTERN, name):
+        if not re.match(INPUT_NAME_PATTERN, name):
             errors.append(DefinitionError(f"inputs.{name}", "input names must be identifiers"))
 
     seen: dict[str, int] = {}
@@ -187,12 +188,6 @@ def validate(raw: Any) -> list[DefinitionError]:
     for name, expression in definition.outputs.items():
         errors.extend(_template_refs_errors(expression, f"outputs.{name}", None, definition, None))
     return errors
-
-
-def _matches(pattern: str, value: str) -> bool:
-    import re
-
-    return re.match(pattern, value) is not None
 
 
 def _config_errors(model: type[BaseModel], step: StepSpec, base: str) -> list[DefinitionError]:

@@ -18,9 +18,7 @@ class TemplateError(Exception):
 
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    env.filters["tojson_compact"] = lambda value: __import__("json").dumps(value)
-    return env
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 def is_template(value: Any) -> bool:

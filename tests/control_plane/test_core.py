@@ -93,7 +93,7 @@ def test_openapi_schema_and_swagger_ui():
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
 
 
-def test_json_log_lines_carry_request_id(api, capsys):
+def test_json_log_lines_carry_request_id():
     import logging
 
     from control_plane.core.logging import (
