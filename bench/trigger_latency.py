@@ -9,7 +9,7 @@ process (uvicorn) and the Dagster daemon (`dagster-daemon run -w workspace.yaml`
 the code server and launches runs). One warm-up run, waited for and left out of the figures,
 shows that the daemon is ready. Then, one after the other, --runs runs of:
 
-    t0 = time.time(); POST /api/v1/workflows/{id}/run   (Authorization: Token ...)
+    t0 = time.time(); POST /api/v1/workflows/{id}/run   (Authorization: Bearer ...)
 
 waiting (polling the database) until the execution is finished. From the database timestamps:
 
@@ -107,7 +107,7 @@ class Bench:
         self.children = children
         self.client = httpx.Client(
             base_url=cfg.control_plane_url,
-            headers={"Authorization": f"Token {token}"},
+            headers={"Authorization": f"Bearer {token}"},
             timeout=30.0,
         )
 

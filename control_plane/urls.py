@@ -10,6 +10,7 @@ handler404 = "control_plane.core.errors.json_404"
 handler500 = "control_plane.core.errors.json_500"
 
 api_v1 = [
+    path("", include("control_plane.users.api.urls")),
     path("", include("control_plane.workflows.api.urls")),
     path("", include("control_plane.executions.api.urls")),
 ]

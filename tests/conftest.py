@@ -4,10 +4,10 @@ when it is not running, and stopped at the end if this session started it."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from flowpilot import config, pg
+from control_plane.users.sessions import session_create
 from flowpilot.echo_server import EchoServer
 from tests.factories import (
     THREE_STEPS,
@@ -34,6 +34,11 @@ def django_db_modify_db_settings(embedded_postgres):
     """pytest-django hook: runs before the test database is created."""
 
 
+def bearer_token(user) -> str:
+    """A signed-in API session for `user`, as login makes one."""
+    return session_create(user=user, kind="api", ip="127.0.0.1", user_agent="pytest")[1]
+
+
 @pytest.fixture
 def echo_server():
     with EchoServer() as server:
@@ -58,7 +63,7 @@ def user(org):
 @pytest.fixture
 def api(user):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bearer_token(user)}")
     return client
 
 
@@ -67,7 +72,7 @@ def outsider_api(other_org):
     """A member of another organization."""
     client = APIClient()
     outsider = make_member(other_org, "mallory@globex.test")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=outsider).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bearer_token(outsider)}")
     return client
 
 

@@ -36,12 +36,15 @@ def definition(**overrides) -> dict:
     return result
 
 
+PASSWORD = "correct horse battery staple"
+
+
 def make_organization(slug: str) -> Organization:
     return Organization.objects.create(name=slug.title(), slug=slug)
 
 
 def make_member(organization: Organization, email: str, role: str = "owner") -> User:
-    user = User.objects.create_user(email, "correct horse battery staple")
+    user = User.objects.create_user(email, PASSWORD, email_verified=True)
     OrganizationMember.objects.create(organization=organization, user=user, role=role)
     return user
 

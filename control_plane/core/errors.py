@@ -34,6 +34,7 @@ class ApplicationError(Exception):
         status_code: int | None = None,
         fields: dict[str, list[str]] | None = None,
         details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -41,6 +42,7 @@ class ApplicationError(Exception):
         self.status_code = status_code or self.status_code
         self.fields = fields or {}
         self.details = details or []
+        self.headers = headers or {}
 
 
 class NotFoundError(ApplicationError):
@@ -102,7 +104,7 @@ _CODES = {
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     if isinstance(exc, ApplicationError):
         body = error_body(exc.code, exc.message, exc.fields, exc.details)
-        return Response(body, status=exc.status_code)
+        return Response(body, status=exc.status_code, headers=exc.headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -124,7 +126,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
             # DRF sends 403 when no authenticator offers a challenge header; 401 is correct.
             exc.status_code = status.HTTP_401_UNAUTHORIZED
-            headers["WWW-Authenticate"] = "Token"
+            headers["WWW-Authenticate"] = 'Bearer realm="api"'
         code = _CODES.get(type(exc), getattr(exc, "default_code", "error"))
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(code, detail), status=exc.status_code, headers=headers)

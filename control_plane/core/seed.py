@@ -1,16 +1,16 @@
-"""The demo tenant: an organization, a user with an API token, and a published workflow.
-Idempotent: running it again changes nothing that is already there."""
+"""The demo tenant: an organization, a verified user with a fresh API session, and a published
+workflow. Idempotent but for the session: each run signs in once more and returns that token."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from control_plane.core.errors import ConflictError
 from control_plane.organizations.models import Organization, OrganizationMember
 from control_plane.users.models import User
+from control_plane.users.sessions import session_create
 from control_plane.workflows import services as workflow_services
 from control_plane.workflows.models import Workflow, WorkflowVersion
 
@@ -69,8 +69,10 @@ class DemoSeed:
 def seed_demo() -> DemoSeed:
     user = User.objects.filter(email=DEMO_EMAIL).first()
     if user is None:
-        user = User.objects.create_user(DEMO_EMAIL, DEMO_PASSWORD, name="Demo User", is_staff=True)
-    token, _ = Token.objects.get_or_create(user=user)
+        user = User.objects.create_user(
+            DEMO_EMAIL, DEMO_PASSWORD, name="Demo User", is_staff=True, email_verified=True
+        )
+    _, token = session_create(user=user, kind="api", ip=None, user_agent="flowpilot seed")
     organization, _ = Organization.objects.get_or_create(
         slug=DEMO_ORG, defaults={"name": "Demo Organization"}
     )
@@ -95,4 +97,4 @@ def seed_demo() -> DemoSeed:
         )
     except ConflictError:
         version = workflow.versions.order_by("-number").first()
-    return DemoSeed(user, token.key, organization, workflow, version)
+    return DemoSeed(user, token, organization, workflow, version)

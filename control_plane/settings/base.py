@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from datetime import timedelta
 from urllib.parse import parse_qs, unquote, urlparse
 
 from flowpilot import config as runtime
@@ -44,14 +46,13 @@ DEBUG = False
 ALLOWED_HOSTS = [h for h in env("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "control_plane.core.admin_apps.FlowPilotAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "control_plane.core",
@@ -68,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "control_plane.users.authentication.UserSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -100,12 +102,70 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 
+# Argon2 when argon2-cffi is installed (it is a dependency); PBKDF2 still verifies older hashes,
+# which Django upgrades on the next successful login.
+PASSWORD_HASHERS = [
+    *(
+        ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+        if importlib.util.find_spec("argon2")
+        else []
+    ),
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Identity (control_plane.users). Durations are whole minutes/hours/days from the environment.
+FLOWPILOT_ENCRYPTION_KEYS = [k for k in env("FLOWPILOT_ENCRYPTION_KEYS").split(",") if k.strip()]
+FLOWPILOT_WEB_URL = env("FLOWPILOT_WEB_URL", RUNTIME.control_plane_url).rstrip("/")
+AUTH_SESSION_TTL = timedelta(days=int(env("AUTH_SESSION_TTL_DAYS", "14")))
+AUTH_SESSION_TOUCH_INTERVAL = timedelta(seconds=60)  # last_seen_at is written at most this often
+AUTH_TRUST_X_FORWARDED_FOR = env_bool("AUTH_TRUST_X_FORWARDED_FOR", False)  # behind a proxy
+AUTH_REQUIRE_VERIFIED_EMAIL = env_bool("AUTH_REQUIRE_VERIFIED_EMAIL", True)
+LOGIN_LOCKOUT_WINDOW = timedelta(minutes=int(env("LOGIN_LOCKOUT_WINDOW_MINUTES", "15")))
+LOGIN_MAX_FAILURES_PER_ACCOUNT = int(env("LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"))
+LOGIN_MAX_FAILURES_PER_IP = int(env("LOGIN_MAX_FAILURES_PER_IP", "50"))
+LOGIN_ATTEMPT_RETENTION = timedelta(days=int(env("LOGIN_ATTEMPT_RETENTION_DAYS", "90")))
+EMAIL_VERIFICATION_TTL = timedelta(hours=int(env("EMAIL_VERIFICATION_TTL_HOURS", "48")))
+PASSWORD_RESET_TTL = timedelta(minutes=int(env("PASSWORD_RESET_TTL_MINUTES", "60")))
+MFA_CHALLENGE_TTL = timedelta(minutes=5)
+AUTH_MAX_EMAILS_PER_HOUR = int(env("AUTH_MAX_EMAILS_PER_HOUR", "5"))  # per user and purpose
+MFA_ISSUER = env("MFA_ISSUER", "FlowPilot")
+MFA_BACKUP_CODE_COUNT = 10
+
+# One generic OpenID Connect provider for "Sign in with ..." (authorization code + PKCE).
+OIDC_PROVIDERS = (
+    {
+        env("OIDC_PROVIDER", "oidc"): {
+            "issuer": env("OIDC_ISSUER").rstrip("/"),
+            "client_id": env("OIDC_CLIENT_ID"),
+            "client_secret": env("OIDC_CLIENT_SECRET"),
+            "scopes": env("OIDC_SCOPES", "openid email profile"),
+        }
+    }
+    if env("OIDC_ISSUER")
+    else {}
+)
+OIDC_STATE_TTL = timedelta(minutes=10)
+OIDC_TIMEOUT_SECONDS = float(env("OIDC_TIMEOUT_SECONDS", "10"))
+
+SESSION_COOKIE_AGE = int(AUTH_SESSION_TTL.total_seconds())
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "FlowPilot <no-reply@flowpilot.local>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -118,7 +178,7 @@ MEDIA_ROOT = RUNTIME.home / "media"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "control_plane.users.authentication.BearerSessionAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -129,6 +189,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {

@@ -7,3 +7,4 @@ DATABASES["owner"]["TEST"] = {"MIRROR": "default"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 DAGSTER_TIMEOUT_SECONDS = 0.5
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -98,7 +98,7 @@ def test_trigger_through_the_api_reaches_success(fresh_env):
         )
         base = f"http://127.0.0.1:{fresh_env['FLOWPILOT_PORT']}"
         client = httpx.Client(
-            base_url=base, headers={"Authorization": f"Token {seed['token']}"}, timeout=10
+            base_url=base, headers={"Authorization": f"Bearer {seed['token']}"}, timeout=10
         )
         assert client.get("/readyz").json()["status"] == "ready"
 
