@@ -37,64 +37,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import re
-import shutil
-import socket
 import sys
-import tempfile
 import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from _common import machine, percentile, private_home, wait_for_health
 
 RUN_TIMEOUT = 180.0  # seconds for one execution (the warm-up includes loading the code location)
 POLL_INTERVAL = 0.05
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    rank = (len(ordered) - 1) * q
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def machine() -> str:
-    total = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                total = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs, {total} RAM, Python {sys.version.split()[0]}"
-
-
-def configure_environment(home: Path) -> None:
-    """Point this process (and, through child_env, its children) at a private installation.
-    Must run before flowpilot.config is imported."""
-    for name in ("DATABASE_URL", "DATABASE_OWNER_URL", "DAGSTER_PG_URL", "DAGSTER_HOME"):
-        os.environ.pop(name, None)  # the embedded server under `home`, not someone else's
-    os.environ.pop("DAGSTER_URL", None)
-    os.environ["FLOWPILOT_HOME"] = str(home)
-    os.environ["FLOWPILOT_PORT"] = str(free_port())
-    os.environ["FLOWPILOT_DAGSTER_PORT"] = str(free_port())  # nothing listens: no webserver
-    os.environ["DJANGO_SETTINGS_MODULE"] = "control_plane.settings.dev"
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 
 class Bench:
@@ -177,20 +131,6 @@ class Bench:
             "finished": execution.finished_at.timestamp() - t0,
             "steps": [(s.step_id, s.status) for s in steps],
         }
-
-
-def wait_for_health(cfg: Any, children: list, timeout: float = 90.0) -> None:
-    from flowpilot import processes
-
-    url = f"{cfg.control_plane_url}/healthz"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if processes.wait_until(lambda: processes.http_ok(url), timeout=1.0, interval=0.1):
-            return
-        for child in children:
-            if child.poll() is not None:
-                raise SystemExit(f"{child.args[0]} exited ({child.returncode}) before /healthz")
-    raise SystemExit(f"{url} not healthy within {timeout:.0f}s")
 
 
 def run(args: argparse.Namespace, home: Path) -> int:
@@ -304,26 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    created = args.home is None
-    home = Path(tempfile.mkdtemp(prefix="fp-bench-")) if created else args.home.resolve()
-    configure_environment(home)
-    from flowpilot import processes
-
-    processes.sigterm_exits()
-    print(f"FLOWPILOT_HOME {home}  control plane port {os.environ['FLOWPILOT_PORT']}")
-    sys.stdout.flush()
-    try:
+    with private_home(args.home, args.keep) as home:
         return run(args, home)
-    finally:
-        if args.keep or not created:
-            print(f"kept {home} (logs in {home / 'logs'})")
-        else:
-            from flowpilot import config
-
-            sock = config.socket_dir(home / "pg")
-            if sock != home / "pg":
-                shutil.rmtree(sock, ignore_errors=True)
-            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Any
 
 from dagster import JobDefinition, RepositoryDefinition, repository
 
+from orchestration.maintenance import make_identity_cleanup
 from orchestration.rendering import build_job
 from resources.control_plane import ControlPlaneResource
 from resources.http import HttpResource
@@ -36,6 +37,7 @@ def make_repository(
     def lazy(version_id: int):
         return lambda: job_for_version(version_id)
 
+    cleanup_job, cleanup_schedule = make_identity_cleanup(control_plane)
     sensors = [
         make_trigger_event_sensor(control_plane, sorted(index)),
         *make_execution_status_sensors(control_plane),
@@ -44,9 +46,12 @@ def make_repository(
     @repository(name=name, description="FlowPilot workflows rendered as Dagster jobs")
     def flowpilot():
         return {
-            "jobs": {job_name: lazy(version_id) for job_name, version_id in index.items()},
+            "jobs": {
+                cleanup_job.name: cleanup_job,
+                **{job_name: lazy(version_id) for job_name, version_id in index.items()},
+            },
             "sensors": {sensor.name: (lambda s=sensor: s) for sensor in sensors},
-            "schedules": {},
+            "schedules": {cleanup_schedule.name: cleanup_schedule},
         }
 
     flowpilot.job_for_version = job_for_version  # for tests and benchmarks: build cache stats

@@ -32,6 +32,13 @@ class ControlPlaneResource(ConfigurableResource):
         ensure_django(self.settings_module)
         _db()
 
+    # Housekeeping (system tasks, not tenant data).
+    def identity_cleanup(self) -> dict[str, int]:
+        self._ready()
+        from control_plane.users.services import identity_cleanup
+
+        return identity_cleanup()
+
     # Code location: what to render.
     def published_job_index(self) -> dict[str, int]:
         self._ready()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from flowpilot import config, pg
 from control_plane.users.sessions import session_create
+from flowpilot import config, pg
 from flowpilot.echo_server import EchoServer
 from tests.factories import (
     THREE_STEPS,

@@ -43,7 +43,8 @@ def decrypt(token: str) -> str:
     try:
         return fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise DecryptionError("stored secret does not decrypt with FLOWPILOT_ENCRYPTION_KEYS") from exc
+        message = "stored secret does not decrypt with FLOWPILOT_ENCRYPTION_KEYS"
+        raise DecryptionError(message) from exc
 
 
 def rotate(token: str) -> str:

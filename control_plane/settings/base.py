@@ -102,11 +102,12 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 
-# Argon2 when argon2-cffi is installed (it is a dependency); PBKDF2 still verifies older hashes,
-# which Django upgrades on the next successful login.
+# Argon2id when argon2-cffi is installed (it is a dependency), with the parameters below (see
+# control_plane/users/hashers.py and bench/login.py for the choice); PBKDF2 and scrypt still
+# verify older hashes, which are upgraded at the next successful login.
 PASSWORD_HASHERS = [
     *(
-        ["django.contrib.auth.hashers.Argon2PasswordHasher"]
+        ["control_plane.users.hashers.FlowPilotArgon2PasswordHasher"]
         if importlib.util.find_spec("argon2")
         else []
     ),
@@ -114,6 +115,9 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
     "django.contrib.auth.hashers.ScryptPasswordHasher",
 ]
+ARGON2_MEMORY_KIB = int(env("ARGON2_MEMORY_KIB", "19456"))
+ARGON2_TIME_COST = int(env("ARGON2_TIME_COST", "2"))
+ARGON2_PARALLELISM = int(env("ARGON2_PARALLELISM", "1"))
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

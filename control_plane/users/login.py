@@ -85,7 +85,9 @@ def _retry_after(failures: list[datetime], limit: int, now: datetime) -> timedel
     return remaining if remaining > timedelta(0) else None
 
 
-def lockout(*, email: str, ip: str | None, now: datetime | None = None) -> tuple[str, timedelta] | None:
+def lockout(
+    *, email: str, ip: str | None, now: datetime | None = None
+) -> tuple[str, timedelta] | None:
     """(reason, retry after) when this address or IP may not try now. A success clears the
     account's count; the IP's count only ages out."""
     now = now or timezone.now()
@@ -106,9 +108,8 @@ def lockout(*, email: str, ip: str | None, now: datetime | None = None) -> tuple
         return Reason.ACCOUNT_LOCKED, wait
     if ip:
         limit = settings.LOGIN_MAX_FAILURES_PER_IP
-        failures = list(
-            recent.filter(ip=ip).order_by("-created_at").values_list("created_at", flat=True)[:limit]
-        )
+        by_ip = recent.filter(ip=ip).order_by("-created_at")
+        failures = list(by_ip.values_list("created_at", flat=True)[:limit])
         if wait := _retry_after(failures, limit, now):
             return Reason.IP_LOCKED, wait
     return None
@@ -161,7 +162,9 @@ def login_password(*, email: str, password: str, client: Client) -> LoginResult:
             elif mfa.confirmed_device(user) is not None:
                 _record(email, user, client, Reason.MFA_REQUIRED)
                 challenge = tokens.token_issue(
-                    user=user, purpose=UserToken.Purpose.MFA_CHALLENGE, ttl=settings.MFA_CHALLENGE_TTL
+                    user=user,
+                    purpose=UserToken.Purpose.MFA_CHALLENGE,
+                    ttl=settings.MFA_CHALLENGE_TTL,
                 )
                 return LoginResult(user=user, mfa_token=challenge)
             else:

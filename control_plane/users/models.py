@@ -85,7 +85,10 @@ class UserSession(models.Model):
     revoked_reason = models.CharField(max_length=40, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["user", "-created_at"]), models.Index(fields=["expires_at"])]
+        indexes = [
+            models.Index(fields=["user", "-created_at"]),
+            models.Index(fields=["expires_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} {self.kind} {self.token_prefix}…"
@@ -164,6 +167,9 @@ class MFABackupCode(models.Model):
             models.UniqueConstraint(fields=["user", "code_hash"], name="unique_backup_code")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user} backup code ({'used' if self.used_at else 'unused'})"
+
 
 class OAuthConnection(models.Model):
     """A user's link to an identity at an outside OpenID Connect provider."""
@@ -206,6 +212,9 @@ class OAuthState(models.Model):
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"{self.provider} sign-in started {self.created_at:%Y-%m-%d %H:%M}"
+
 
 class UserToken(models.Model):
     """A single-use secret mailed to a user (email verification, password reset) or handed out
@@ -228,3 +237,6 @@ class UserToken(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["user", "purpose", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.purpose}"

@@ -17,7 +17,12 @@ TOKEN_PREFIX = "fps_"
 # The key in the Django session (the browser's cookie) that names the UserSession behind it.
 SESSION_KEY = "_flowpilot_session_id"
 
-_BROWSERS = [("Edg/", "Edge"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari")]
+_BROWSERS = [
+    ("Edg/", "Edge"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+]
 _SYSTEMS = [
     ("Android", "Android"),
     ("iPhone", "iOS"),
@@ -70,7 +75,8 @@ def _active(session: UserSession | None) -> UserSession | None:
 def session_for_token(token: str) -> UserSession | None:
     if not token.startswith(TOKEN_PREFIX):
         return None
-    return _active(UserSession.objects.select_related("user").filter(token_hash=sha256(token)).first())
+    sessions = UserSession.objects.select_related("user")
+    return _active(sessions.filter(token_hash=sha256(token)).first())
 
 
 def session_for_id(session_id: object) -> UserSession | None:

@@ -21,7 +21,7 @@ GARBAGE = [
     b'{"email": {"$gt": ""}, "password": [1], "token": 7, "code": null}',
     b'{"email": "' + b"a" * 10_000 + b'@x.test", "password": "p"}',
     b'{"definition": {"steps": "nope"}, "name": null, "inputs": [1, 2]}',
-    '{"name": "\\u0000\\ud800"}'.encode(),
+    b'{"name": "\\u0000\\ud800"}',
 ]
 
 

@@ -182,7 +182,8 @@ def test_whole_code_location_loads_and_resolves_every_job(org, user):
         make_published_workflow(org, user, THREE_STEPS, slug=slug)
     repo = make_repository(ControlPlaneResource())
     jobs = {job.name for job in repo.get_all_jobs()}
-    assert {"acme__one", "acme__two"} <= jobs
+    assert {"acme__one", "acme__two", "identity_cleanup"} <= jobs
+    assert [s.name for s in repo.schedule_defs] == ["identity_cleanup_hourly"]
     sensors = {s.name for s in repo.sensor_defs}
     assert {
         "trigger_event_sensor",

@@ -17,8 +17,7 @@ from control_plane.users.authentication import client_ip
 from control_plane.users.models import UserSession
 
 SENT = {
-    "detail": "If the address can receive mail from us, a message is on its way. "
-    "Check your inbox."
+    "detail": "If the address can receive mail from us, a message is on its way. Check your inbox."
 }
 
 
