@@ -64,3 +64,53 @@ class EncryptedTextField(models.TextField):
 
     def value_to_string(self, obj) -> str:
         return ""  # never serialise secrets (dumpdata, admin history)
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], list[str]]]:
+    """Every model with encrypted columns, and those columns."""
+    from django.apps import apps
+
+    found = []
+    for model in apps.get_models():
+        names = [f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)]
+        if names:
+            found.append((model, names))
+    return found
+
+
+def rotate_all(*, using: str, batch_size: int = 500) -> dict[str, int]:
+    """Re-encrypt every stored secret with the first key in FLOWPILOT_ENCRYPTION_KEYS, so older
+    keys can then be removed. Reads the raw tokens (no decryption into Python objects) and
+    writes each row in its own small transaction; safe to run again."""
+    from django.db import connections, transaction
+
+    counts: dict[str, int] = {}
+    connection = connections[using]
+    for model, names in encrypted_fields():
+        table = connection.ops.quote_name(model._meta.db_table)
+        pk = connection.ops.quote_name(model._meta.pk.column)
+        columns = [connection.ops.quote_name(model._meta.get_field(n).column) for n in names]
+        rotated = 0
+        last = None
+        while True:
+            with transaction.atomic(using=using), connection.cursor() as cursor:
+                where = f"WHERE {pk} > %s" if last is not None else ""
+                cursor.execute(
+                    f"SELECT {pk}, {', '.join(columns)} FROM {table} {where} "  # noqa: S608
+                    f"ORDER BY {pk} LIMIT %s FOR UPDATE",
+                    ([last] if last is not None else []) + [batch_size],
+                )
+                rows = cursor.fetchall()
+                for row in rows:
+                    values = [rotate(v) if v else v for v in row[1:]]
+                    assignments = ", ".join(f"{c} = %s" for c in columns)
+                    cursor.execute(
+                        f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
+                        [*values, row[0]],
+                    )
+                rotated += len(rows)
+            if len(rows) < batch_size:
+                break
+            last = rows[-1][0]
+        counts[model._meta.label] = rotated
+    return counts
