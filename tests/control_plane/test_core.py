@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.core.management import call_command
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -91,6 +93,12 @@ def test_openapi_schema_and_swagger_ui():
     assert "/api/v1/workflows/{workflow_id}/run" in paths
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content
+
+
+def test_openapi_schema_generates_without_warnings_and_validates():
+    out = io.StringIO()
+    call_command("spectacular", "--validate", "--fail-on-warn", stdout=out)
+    assert "/api/v1/auth/login:" in out.getvalue()
 
 
 def test_json_log_lines_carry_request_id():

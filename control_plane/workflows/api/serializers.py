@@ -57,3 +57,14 @@ class RunInput(serializers.Serializer):
 
 class ValidateInput(serializers.Serializer):
     definition = serializers.JSONField()
+
+
+class ValidationProblem(serializers.Serializer):
+    path = serializers.CharField()
+    message = serializers.CharField()
+    step = serializers.CharField(allow_null=True, required=False)
+
+
+class ValidateOutput(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = ValidationProblem(many=True)

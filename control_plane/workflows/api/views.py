@@ -15,6 +15,7 @@ from control_plane.workflows.api.serializers import (
     PublishInput,
     RunInput,
     ValidateInput,
+    ValidateOutput,
     VersionOutput,
     WorkflowInput,
     WorkflowOutput,
@@ -114,7 +115,7 @@ class WorkflowRunApi(WorkflowMixin, APIView):
 
 
 class WorkflowValidateApi(OrganizationScopedMixin, APIView):
-    @extend_schema(request=ValidateInput)
+    @extend_schema(request=ValidateInput, responses=ValidateOutput)
     def post(self, request):
         data = ValidateInput(data=request.data)
         data.is_valid(raise_exception=True)
