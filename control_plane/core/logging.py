@@ -30,6 +30,14 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _loggable(value):
+    """A request (Django's `django.request` logger attaches one) as method and path only: its
+    query string can carry one-time codes and tokens (OAuth callbacks, links from mails)."""
+    if hasattr(value, "method") and hasattr(value, "path") and hasattr(value, "META"):
+        return f"{value.method} {value.path}"
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
@@ -41,7 +49,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in payload:
-                payload[key] = value
+                payload[key] = _loggable(value)
         if record.exc_info:
             payload["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str)

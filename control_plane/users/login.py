@@ -115,7 +115,7 @@ def lockout(
     return None
 
 
-def _record(email: str, user: User | None, client: Client, reason: str) -> None:
+def record_attempt(email: str, user: User | None, client: Client, reason: str) -> None:
     LoginAttempt.objects.create(
         email=email[:254],
         user=user,
@@ -133,6 +133,28 @@ def _complete(user: User, client: Client) -> LoginResult:
     return LoginResult(user=user, session=session, token=token)
 
 
+def after_authentication(user: User, client: Client) -> LoginResult | ApplicationError:
+    """What proven credentials (a password, or an outside identity) lead to: a refusal, an MFA
+    challenge or a session. The attempt is recorded either way; the caller raises a refusal
+    once that record is committed."""
+    if not user.is_active:
+        record_attempt(user.email, user, client, Reason.INACTIVE)
+        return InvalidCredentialsError()
+    if settings.AUTH_REQUIRE_VERIFIED_EMAIL and not user.email_verified:
+        record_attempt(user.email, user, client, Reason.EMAIL_NOT_VERIFIED)
+        return EmailNotVerifiedError()
+    if mfa.confirmed_device(user) is not None:
+        record_attempt(user.email, user, client, Reason.MFA_REQUIRED)
+        challenge = tokens.token_issue(
+            user=user,
+            purpose=UserToken.Purpose.MFA_CHALLENGE,
+            ttl=settings.MFA_CHALLENGE_TTL,
+        )
+        return LoginResult(user=user, mfa_token=challenge)
+    record_attempt(user.email, user, client, Reason.OK)
+    return _complete(user, client)
+
+
 def login_password(*, email: str, password: str, client: Client) -> LoginResult:
     """First step. Raises TooManyAttempts, InvalidCredentials or EmailNotVerified; returns a
     session, or an MFA challenge token when the user has MFA on."""
@@ -142,34 +164,22 @@ def login_password(*, email: str, password: str, client: Client) -> LoginResult:
         _lock(email)
         if locked := lockout(email=email, ip=client.ip):
             reason, wait = locked
-            _record(email, None, client, reason)
+            record_attempt(email, None, client, reason)
             error = TooManyAttemptsError(wait)
         else:
             user = User.objects.filter(email=email).first()
             if user is None:
                 make_password(password)  # the same work as a real check: no timing oracle
-                _record(email, None, client, Reason.BAD_CREDENTIALS)
+                record_attempt(email, None, client, Reason.BAD_CREDENTIALS)
                 error = InvalidCredentialsError()
             elif not user.check_password(password):
-                _record(email, user, client, Reason.BAD_CREDENTIALS)
+                record_attempt(email, user, client, Reason.BAD_CREDENTIALS)
                 error = InvalidCredentialsError()
-            elif not user.is_active:
-                _record(email, user, client, Reason.INACTIVE)
-                error = InvalidCredentialsError()
-            elif settings.AUTH_REQUIRE_VERIFIED_EMAIL and not user.email_verified:
-                _record(email, user, client, Reason.EMAIL_NOT_VERIFIED)
-                error = EmailNotVerifiedError()
-            elif mfa.confirmed_device(user) is not None:
-                _record(email, user, client, Reason.MFA_REQUIRED)
-                challenge = tokens.token_issue(
-                    user=user,
-                    purpose=UserToken.Purpose.MFA_CHALLENGE,
-                    ttl=settings.MFA_CHALLENGE_TTL,
-                )
-                return LoginResult(user=user, mfa_token=challenge)
             else:
-                _record(email, user, client, Reason.OK)
-                return _complete(user, client)
+                outcome = after_authentication(user, client)
+                if isinstance(outcome, LoginResult):
+                    return outcome
+                error = outcome
     raise error
 
 
@@ -183,10 +193,10 @@ def login_mfa(*, mfa_token: str, code: str, client: Client) -> LoginResult:
         _lock(user.email)
         if locked := lockout(email=user.email, ip=client.ip):
             reason, wait = locked
-            _record(user.email, user, client, reason)
+            record_attempt(user.email, user, client, reason)
             error = TooManyAttemptsError(wait)
         elif not user.is_active:
-            _record(user.email, user, client, Reason.INACTIVE)
+            record_attempt(user.email, user, client, Reason.INACTIVE)
             error = InvalidCredentialsError()
         else:
             try:
@@ -194,9 +204,9 @@ def login_mfa(*, mfa_token: str, code: str, client: Client) -> LoginResult:
                     mfa.second_factor_verify(user=user, code=code)
                     tokens.token_consume(value=mfa_token, purpose=purpose, ttl=ttl)
             except ApplicationError as exc:
-                _record(user.email, user, client, Reason.BAD_MFA_CODE)
+                record_attempt(user.email, user, client, Reason.BAD_MFA_CODE)
                 error = exc
             else:
-                _record(user.email, user, client, Reason.OK)
+                record_attempt(user.email, user, client, Reason.OK)
                 return _complete(user, client)
     raise error

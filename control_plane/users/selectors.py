@@ -16,3 +16,8 @@ def session_list(*, user: User, active: str | None = None) -> QuerySet[UserSessi
 
 def login_attempt_list(*, user: User) -> QuerySet[LoginAttempt]:
     return LoginAttempt.objects.filter(email=user.email).order_by("-created_at", "-pk")
+
+
+def connection_list(*, user: User) -> QuerySet:
+    """The user's links to outside identity providers (OAuthConnection)."""
+    return user.oauth_connections.order_by("provider", "pk")

@@ -123,3 +123,20 @@ def test_json_log_lines_carry_request_id():
         and line["request_id"] == "rid-9"
         and line["level"] == "INFO"
     )
+
+
+def test_logged_requests_leave_out_the_query_string():
+    """django.request attaches the request to 4xx log lines; its query string may hold one-time
+    codes (OAuth callbacks, mailed links) and must not reach the logs."""
+    import logging
+
+    from django.test import RequestFactory
+
+    from control_plane.core.logging import JsonFormatter
+
+    request = RequestFactory().get("/api/v1/auth/oidc/sso/callback?code=SECRET-CODE&state=S")
+    record = logging.LogRecord("django.request", logging.WARNING, __file__, 1, "Bad", (), None)
+    record.request = request
+    line = JsonFormatter().format(record)
+    assert "SECRET-CODE" not in line
+    assert json.loads(line)["request"] == "GET /api/v1/auth/oidc/sso/callback"

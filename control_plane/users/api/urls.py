@@ -1,5 +1,6 @@
 from django.urls import path
 
+from control_plane.users.api import oidc as oidc_views
 from control_plane.users.api import views
 
 auth_urls = [
@@ -18,6 +19,16 @@ auth_urls = [
         "auth/password/reset/confirm",
         views.PasswordResetConfirmApi.as_view(),
         name="auth-password-reset-confirm",
+    ),
+    path(
+        "auth/oidc/<str:provider>/start",
+        oidc_views.OidcStartApi.as_view(),
+        name="auth-oidc-start",
+    ),
+    path(
+        "auth/oidc/<str:provider>/callback",
+        oidc_views.OidcCallbackApi.as_view(),
+        name="auth-oidc-callback",
     ),
 ]
 
@@ -41,6 +52,12 @@ me_urls = [
     path("users/me/mfa/totp/confirm", views.MfaConfirmApi.as_view(), name="me-mfa-totp-confirm"),
     path("users/me/mfa/backup-codes", views.MfaBackupCodesApi.as_view(), name="me-mfa-backup"),
     path("users/me/mfa/disable", views.MfaDisableApi.as_view(), name="me-mfa-disable"),
+    path("users/me/connections", oidc_views.ConnectionListApi.as_view(), name="me-connections"),
+    path(
+        "users/me/connections/<int:connection_id>",
+        oidc_views.ConnectionDetailApi.as_view(),
+        name="me-connection-detail",
+    ),
 ]
 
 urlpatterns = auth_urls + me_urls

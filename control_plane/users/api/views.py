@@ -21,7 +21,7 @@ SENT = {
 }
 
 
-def _valid(serializer_class, request):
+def valid_data(serializer_class, request):
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
@@ -66,7 +66,7 @@ class PublicApi(APIView):
 class RegisterApi(PublicApi):
     @extend_schema(request=s.RegisterInput, responses={202: s.DetailOutput})
     def post(self, request):
-        data = _valid(s.RegisterInput, request)
+        data = valid_data(s.RegisterInput, request)
         services.user_register(email=data["email"], password=data["password"], name=data["name"])
         return Response(SENT, status=status.HTTP_202_ACCEPTED)
 
@@ -74,7 +74,7 @@ class RegisterApi(PublicApi):
 class LoginApi(PublicApi):
     @extend_schema(request=s.LoginInput, responses=s.LoginOutput)
     def post(self, request):
-        data = _valid(s.LoginInput, request)
+        data = valid_data(s.LoginInput, request)
         result = login.login_password(
             email=data["email"],
             password=data["password"],
@@ -86,7 +86,7 @@ class LoginApi(PublicApi):
 class LoginMfaApi(PublicApi):
     @extend_schema(request=s.LoginMfaInput, responses=s.LoginOutput)
     def post(self, request):
-        data = _valid(s.LoginMfaInput, request)
+        data = valid_data(s.LoginMfaInput, request)
         result = login.login_mfa(
             mfa_token=data["mfa_token"],
             code=data["code"],
@@ -108,28 +108,28 @@ class LogoutApi(APIView):
 class EmailVerifyApi(PublicApi):
     @extend_schema(request=s.TokenInput, responses=s.UserOutput)
     def post(self, request):
-        user = services.email_verify(token=_valid(s.TokenInput, request)["token"])
+        user = services.email_verify(token=valid_data(s.TokenInput, request)["token"])
         return Response({"detail": "Your email address is verified.", "email": user.email})
 
 
 class EmailVerifyResendApi(PublicApi):
     @extend_schema(request=s.EmailInput, responses={202: s.DetailOutput})
     def post(self, request):
-        services.email_verification_resend(email=_valid(s.EmailInput, request)["email"])
+        services.email_verification_resend(email=valid_data(s.EmailInput, request)["email"])
         return Response(SENT, status=status.HTTP_202_ACCEPTED)
 
 
 class PasswordResetApi(PublicApi):
     @extend_schema(request=s.EmailInput, responses={202: s.DetailOutput})
     def post(self, request):
-        services.password_reset_request(email=_valid(s.EmailInput, request)["email"])
+        services.password_reset_request(email=valid_data(s.EmailInput, request)["email"])
         return Response(SENT, status=status.HTTP_202_ACCEPTED)
 
 
 class PasswordResetConfirmApi(PublicApi):
     @extend_schema(request=s.PasswordResetConfirmInput, responses=s.DetailOutput)
     def post(self, request):
-        data = _valid(s.PasswordResetConfirmInput, request)
+        data = valid_data(s.PasswordResetConfirmInput, request)
         services.password_reset_confirm(token=data["token"], new_password=data["password"])
         return Response({"detail": "Your password is changed; sign in with it."})
 
@@ -141,14 +141,14 @@ class MeApi(APIView):
 
     @extend_schema(request=s.UserUpdateInput, responses=s.UserOutput)
     def patch(self, request):
-        user = services.user_update(user=request.user, **_valid(s.UserUpdateInput, request))
+        user = services.user_update(user=request.user, **valid_data(s.UserUpdateInput, request))
         return Response(s.UserOutput(user).data)
 
 
 class PasswordChangeApi(APIView):
     @extend_schema(request=s.PasswordChangeInput, responses=s.DetailOutput)
     def post(self, request):
-        data = _valid(s.PasswordChangeInput, request)
+        data = valid_data(s.PasswordChangeInput, request)
         keep = current_session(request)
         revoked = services.password_change(
             user=request.user,
@@ -227,14 +227,14 @@ class MfaEnrolApi(APIView):
 class MfaConfirmApi(APIView):
     @extend_schema(request=s.CodeInput, responses=s.BackupCodesOutput)
     def post(self, request):
-        codes = mfa.totp_confirm(user=request.user, code=_valid(s.CodeInput, request)["code"])
+        codes = mfa.totp_confirm(user=request.user, code=valid_data(s.CodeInput, request)["code"])
         return Response({"backup_codes": codes})
 
 
 class MfaBackupCodesApi(APIView):
     @extend_schema(request=s.PasswordCodeInput, responses=s.BackupCodesOutput)
     def post(self, request):
-        data = _valid(s.PasswordCodeInput, request)
+        data = valid_data(s.PasswordCodeInput, request)
         codes = mfa.backup_codes_regenerate(
             user=request.user, password=data["password"], code=data["code"]
         )
@@ -244,6 +244,6 @@ class MfaBackupCodesApi(APIView):
 class MfaDisableApi(APIView):
     @extend_schema(request=s.PasswordCodeInput, responses={204: None})
     def post(self, request):
-        data = _valid(s.PasswordCodeInput, request)
+        data = valid_data(s.PasswordCodeInput, request)
         mfa.mfa_disable(user=request.user, password=data["password"], code=data["code"])
         return Response(status=status.HTTP_204_NO_CONTENT)

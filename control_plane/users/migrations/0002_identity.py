@@ -10,158 +10,308 @@ import control_plane.users.models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('users', '0001_initial'),
+        ("users", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='user',
-            name='avatar_url',
+            model_name="user",
+            name="avatar_url",
             field=models.URLField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='user',
-            name='email_verified',
+            model_name="user",
+            name="email_verified",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='user',
-            name='email_verified_at',
+            model_name="user",
+            name="email_verified_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='user',
-            name='last_active_at',
+            model_name="user",
+            name="last_active_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='user',
-            name='locale',
-            field=models.CharField(default='en', max_length=16),
+            model_name="user",
+            name="locale",
+            field=models.CharField(default="en", max_length=16),
         ),
         migrations.AddField(
-            model_name='user',
-            name='time_zone',
-            field=models.CharField(default='UTC', max_length=64, validators=[control_plane.users.models.validate_time_zone]),
+            model_name="user",
+            name="time_zone",
+            field=models.CharField(
+                default="UTC",
+                max_length=64,
+                validators=[control_plane.users.models.validate_time_zone],
+            ),
         ),
         migrations.CreateModel(
-            name='OAuthState',
+            name="OAuthState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=40)),
-                ('state_hash', models.CharField(max_length=64, unique=True)),
-                ('code_verifier', control_plane.core.crypto.EncryptedTextField()),
-                ('nonce', models.CharField(max_length=64)),
-                ('redirect_uri', models.URLField(max_length=500)),
-                ('next_path', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('link_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=40)),
+                ("state_hash", models.CharField(max_length=64, unique=True)),
+                ("code_verifier", control_plane.core.crypto.EncryptedTextField()),
+                ("nonce", models.CharField(max_length=64)),
+                ("redirect_uri", models.URLField(max_length=500)),
+                ("next_path", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "link_user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LoginAttempt',
+            name="LoginAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.CharField(max_length=254)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('user_agent', models.CharField(blank=True, max_length=400)),
-                ('success', models.BooleanField()),
-                ('reason', models.CharField(choices=[('ok', 'Ok'), ('bad_credentials', 'Bad Credentials'), ('inactive', 'Inactive'), ('mfa_required', 'Mfa Required'), ('bad_mfa_code', 'Bad Mfa Code'), ('account_locked', 'Account Locked'), ('ip_locked', 'Ip Locked'), ('email_not_verified', 'Email Not Verified')], max_length=24)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("email", models.CharField(max_length=254)),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("user_agent", models.CharField(blank=True, max_length=400)),
+                ("success", models.BooleanField()),
+                (
+                    "reason",
+                    models.CharField(
+                        choices=[
+                            ("ok", "Ok"),
+                            ("bad_credentials", "Bad Credentials"),
+                            ("inactive", "Inactive"),
+                            ("mfa_required", "Mfa Required"),
+                            ("bad_mfa_code", "Bad Mfa Code"),
+                            ("account_locked", "Account Locked"),
+                            ("ip_locked", "Ip Locked"),
+                            ("email_not_verified", "Email Not Verified"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['email', '-created_at'], name='users_login_email_3dc204_idx'), models.Index(fields=['ip', '-created_at'], name='users_login_ip_7369c8_idx'), models.Index(fields=['created_at'], name='users_login_created_130efb_idx')],
+                "indexes": [
+                    models.Index(
+                        fields=["email", "-created_at"], name="users_login_email_3dc204_idx"
+                    ),
+                    models.Index(fields=["ip", "-created_at"], name="users_login_ip_7369c8_idx"),
+                    models.Index(fields=["created_at"], name="users_login_created_130efb_idx"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MFABackupCode',
+            name="MFABackupCode",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code_hash', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='backup_codes', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code_hash", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="backup_codes",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('user', 'code_hash'), name='unique_backup_code')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("user", "code_hash"), name="unique_backup_code")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MFADevice',
+            name="MFADevice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='Authenticator app', max_length=64)),
-                ('secret', control_plane.core.crypto.EncryptedTextField()),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('confirmed_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_step', models.BigIntegerField(default=0)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mfa_devices', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(default="Authenticator app", max_length=64)),
+                ("secret", control_plane.core.crypto.EncryptedTextField()),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("confirmed_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_step", models.BigIntegerField(default=0)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="mfa_devices",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(condition=models.Q(('confirmed_at__isnull', False)), fields=('user',), name='one_confirmed_mfa_device_per_user')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("confirmed_at__isnull", False)),
+                        fields=("user",),
+                        name="one_confirmed_mfa_device_per_user",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='OAuthConnection',
+            name="OAuthConnection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(max_length=40)),
-                ('subject', models.CharField(max_length=255)),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('access_token', control_plane.core.crypto.EncryptedTextField(blank=True)),
-                ('refresh_token', control_plane.core.crypto.EncryptedTextField(blank=True)),
-                ('token_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('scopes', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('last_login_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='oauth_connections', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("provider", models.CharField(max_length=40)),
+                ("subject", models.CharField(max_length=255)),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("access_token", control_plane.core.crypto.EncryptedTextField(blank=True)),
+                ("refresh_token", control_plane.core.crypto.EncryptedTextField(blank=True)),
+                ("token_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("scopes", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("last_login_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="oauth_connections",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('provider', 'subject'), name='unique_oauth_identity'), models.UniqueConstraint(fields=('user', 'provider'), name='one_identity_per_provider')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "subject"), name="unique_oauth_identity"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("user", "provider"), name="one_identity_per_provider"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UserSession',
+            name="UserSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('web', 'Web'), ('api', 'Api')], default='web', max_length=8)),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('token_prefix', models.CharField(max_length=12)),
-                ('user_agent', models.CharField(blank=True, max_length=400)),
-                ('device', models.CharField(blank=True, max_length=100)),
-                ('ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_seen_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_reason', models.CharField(blank=True, max_length=40)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sessions', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("web", "Web"), ("api", "Api")], default="web", max_length=8
+                    ),
+                ),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                ("token_prefix", models.CharField(max_length=12)),
+                ("user_agent", models.CharField(blank=True, max_length=400)),
+                ("device", models.CharField(blank=True, max_length=100)),
+                ("ip", models.GenericIPAddressField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_seen_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_reason", models.CharField(blank=True, max_length=40)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sessions",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['user', '-created_at'], name='users_users_user_id_05679d_idx'), models.Index(fields=['expires_at'], name='users_users_expires_76a1e6_idx')],
+                "indexes": [
+                    models.Index(
+                        fields=["user", "-created_at"], name="users_users_user_id_05679d_idx"
+                    ),
+                    models.Index(fields=["expires_at"], name="users_users_expires_76a1e6_idx"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UserToken',
+            name="UserToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('purpose', models.CharField(choices=[('verify_email', 'Verify Email'), ('password_reset', 'Password Reset'), ('mfa_challenge', 'Mfa Challenge')], max_length=20)),
-                ('secret_hash', models.CharField(max_length=64, unique=True)),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('expires_at', models.DateTimeField()),
-                ('used_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "purpose",
+                    models.CharField(
+                        choices=[
+                            ("verify_email", "Verify Email"),
+                            ("password_reset", "Password Reset"),
+                            ("mfa_challenge", "Mfa Challenge"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("secret_hash", models.CharField(max_length=64, unique=True)),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("expires_at", models.DateTimeField()),
+                ("used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['user', 'purpose', '-created_at'], name='users_usert_user_id_308f7d_idx')],
+                "indexes": [
+                    models.Index(
+                        fields=["user", "purpose", "-created_at"],
+                        name="users_usert_user_id_308f7d_idx",
+                    )
+                ],
             },
         ),
     ]
