@@ -169,6 +169,7 @@ EMAIL_PORT = int(env("EMAIL_PORT", "25"))
 EMAIL_HOST_USER = env("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_SEND_ASYNC = env_bool("EMAIL_SEND_ASYNC", True)  # send after commit, off the request
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "FlowPilot <no-reply@flowpilot.local>")
 
 LANGUAGE_CODE = "en-us"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -485,3 +486,18 @@ class TestPasswordReset:
         settings.EMAIL_PORT = 1  # nothing listens there
         response = client.post("/api/v1/auth/password/reset", {"email": alice.email})
         assert response.status_code == 202
+
+
+def test_async_mail_is_sent_after_commit_off_the_request(
+    client, alice, settings, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_SEND_ASYNC = True
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post("/api/v1/auth/password/reset", {"email": alice.email})
+    assert response.status_code == 202 and mail.outbox == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    deadline = time.monotonic() + 10
+    while not mail.outbox and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [m.to for m in mail.outbox] == [[alice.email]]
