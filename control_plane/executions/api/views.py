@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane.core.pagination import Pagination
+from control_plane.core.pagination import paginated_response
 from control_plane.core.tenancy import OrganizationScopedMixin
 from control_plane.executions import selectors
 from control_plane.executions.api.serializers import ExecutionOutput
@@ -20,10 +20,7 @@ class ExecutionListApi(OrganizationScopedMixin, APIView):
             workflow_id=int(workflow) if workflow and workflow.isdigit() else None,
             status=request.query_params.get("status"),
         ).select_related("trigger_event")
-        paginator = Pagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        body = ExecutionOutput(page, many=True, context={"with_steps": False}).data
-        return paginator.get_paginated_response(body)
+        return paginated_response(qs, request, self, ExecutionOutput, {"with_steps": False})
 
 
 class ExecutionDetailApi(OrganizationScopedMixin, APIView):

@@ -16,7 +16,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane.core.pagination import Pagination
+from control_plane.core.pagination import paginated_response
 from control_plane.users import oidc, selectors, tokens
 from control_plane.users.api import serializers as s
 from control_plane.users.api.views import login_response, request_client, valid_data
@@ -133,11 +133,8 @@ class OidcCallbackApi(APIView):
 class ConnectionListApi(APIView):
     @extend_schema(responses=s.ConnectionOutput(many=True))
     def get(self, request):
-        paginator = Pagination()
-        page = paginator.paginate_queryset(
-            selectors.connection_list(user=request.user), request, view=self
-        )
-        return paginator.get_paginated_response(s.ConnectionOutput(page, many=True).data)
+        connections = selectors.connection_list(user=request.user)
+        return paginated_response(connections, request, self, s.ConnectionOutput)
 
 
 class ConnectionDetailApi(APIView):

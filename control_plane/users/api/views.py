@@ -10,7 +10,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane.core.pagination import Pagination
+from control_plane.core.pagination import paginated_response
 from control_plane.users import login, mfa, selectors, services, sessions
 from control_plane.users.api import serializers as s
 from control_plane.users.authentication import client_ip
@@ -165,12 +165,8 @@ class SessionListApi(APIView):
     @extend_schema(responses=s.SessionOutput(many=True))
     def get(self, request):
         qs = selectors.session_list(user=request.user, active=request.query_params.get("active"))
-        paginator = Pagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
         context = {"current": current_session(request)}
-        return paginator.get_paginated_response(
-            s.SessionOutput(page, many=True, context=context).data
-        )
+        return paginated_response(qs, request, self, s.SessionOutput, context)
 
 
 class SessionDetailApi(APIView):
@@ -192,11 +188,8 @@ class LoginAttemptListApi(APIView):
 
     @extend_schema(responses=s.LoginAttemptOutput(many=True))
     def get(self, request):
-        paginator = Pagination()
-        page = paginator.paginate_queryset(
-            selectors.login_attempt_list(user=request.user), request, view=self
-        )
-        return paginator.get_paginated_response(s.LoginAttemptOutput(page, many=True).data)
+        attempts = selectors.login_attempt_list(user=request.user)
+        return paginated_response(attempts, request, self, s.LoginAttemptOutput)
 
 
 class MfaStatusApi(APIView):

@@ -6,7 +6,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from control_plane.core.pagination import Pagination
+from control_plane.core.pagination import paginated_response
 from control_plane.core.tenancy import OrganizationScopedMixin
 from control_plane.executions import services as execution_services
 from control_plane.executions.api.serializers import ExecutionOutput
@@ -38,9 +38,7 @@ class WorkflowListApi(WorkflowMixin, APIView):
         qs = selectors.workflow_list(
             organization=self.organization, status=request.query_params.get("status")
         ).prefetch_related("versions")
-        paginator = Pagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(WorkflowOutput(page, many=True).data)
+        return paginated_response(qs, request, self, WorkflowOutput)
 
     @extend_schema(request=WorkflowInput, responses={201: WorkflowOutput})
     def post(self, request):
@@ -94,9 +92,8 @@ class WorkflowVersionListApi(WorkflowMixin, APIView):
     @extend_schema(responses=VersionOutput(many=True))
     def get(self, request, workflow_id: int):
         workflow = self.get_workflow(workflow_id)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(selectors.version_list(workflow=workflow), request, self)
-        return paginator.get_paginated_response(VersionOutput(page, many=True).data)
+        versions = selectors.version_list(workflow=workflow)
+        return paginated_response(versions, request, self, VersionOutput)
 
 
 class WorkflowRunApi(WorkflowMixin, APIView):
