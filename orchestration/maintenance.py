@@ -18,8 +18,8 @@ IDENTITY_CLEANUP_CRON = "17 * * * *"  # hourly, off the top of the hour
 
 
 @op(
-    description="Delete expired sessions, used or expired tokens, OAuth states, abandoned MFA "
-    "enrolments and login attempts older than the retention."
+    description="Delete expired sessions (ours and Django's), used or expired tokens, OAuth "
+    "states, abandoned MFA enrolments and login attempts older than the retention."
 )
 def delete_expired_identity_rows(context, control_plane: ControlPlaneResource):
     deleted = control_plane.identity_cleanup()

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -184,4 +185,5 @@ def identity_cleanup(*, now: datetime | None = None) -> dict[str, int]:
         "login_attempts": attempts.delete()[0],
         "oauth_states": states.delete()[0],
         "mfa_devices": devices.delete()[0],
+        "django_sessions": Session.objects.filter(expire_date__lt=now).delete()[0],
     }

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from dagster import DagsterInstance, build_schedule_context
+from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from control_plane.users.models import (
@@ -50,6 +51,9 @@ def test_cleanup_job_deletes_only_what_has_no_use(user):
     abandoned = MFADevice.objects.create(user=user, secret="S")
     MFADevice.objects.filter(pk=abandoned.pk).update(created_at=now - timedelta(days=2))
 
+    Session.objects.create(session_key="old", session_data="", expire_date=long_ago)
+    Session.objects.create(session_key="new", session_data="", expire_date=now + timedelta(days=1))
+
     job, _ = make_identity_cleanup(RESOURCE)
     result = job.execute_in_process()
 
@@ -60,6 +64,7 @@ def test_cleanup_job_deletes_only_what_has_no_use(user):
         "login_attempts": 1,
         "oauth_states": 1,
         "mfa_devices": 1,
+        "django_sessions": 1,
     }
     assert set(UserSession.objects.values_list("pk", flat=True)) == {
         live.pk,
