@@ -23,6 +23,7 @@ Run from the project root:
 
     .venv/bin/python bench/login.py
     .venv/bin/python bench/login.py --seconds 5 --concurrency 8
+    ARGON2_MEMORY_KIB=102400 ARGON2_PARALLELISM=8 .venv/bin/python bench/login.py  # Django's
 """
 
 from __future__ import annotations
