@@ -24,6 +24,7 @@ def run() -> int:
             print(f"• database   {'started' if started_db else 'running'} ({cfg.home})")
             runtime.migrate()
             from control_plane.core.seed import seed_demo
+            from control_plane.core.tenancy import tenant_context
             from control_plane.executions.models import WorkflowExecution
             from control_plane.executions.services import workflow_run
             from flowpilot.echo_server import EchoServer
@@ -42,26 +43,33 @@ def run() -> int:
                 log_file=log_dir / "demo-dagster-daemon.log",
             )
             print(f"• dagster    daemon started (log: {log_dir / 'demo-dagster-daemon.log'})")
+            # The demo acts as its organization: row-level security shows it nothing else.
+            def as_demo_org():
+                return tenant_context(seed.organization.pk, user_id=seed.user.pk)
+
             with EchoServer() as echo:
                 started = time.monotonic()
                 # The same service a webhook calls: a committed TriggerEvent, then a Dagster run.
-                execution = workflow_run(
-                    workflow=seed.workflow,
-                    inputs={"name": "FlowPilot demo", "url": f"{echo.url}/echo"},
-                    kind="webhook",
-                    payload={"source": "flowpilot demo"},
-                )
-                event = execution.trigger_event.pk
+                with as_demo_org():
+                    execution = workflow_run(
+                        workflow=seed.workflow,
+                        inputs={"name": "FlowPilot demo", "url": f"{echo.url}/echo"},
+                        kind="webhook",
+                        payload={"source": "flowpilot demo"},
+                    )
+                    event = execution.trigger_event.pk
                 print(f"• triggered  execution {execution.pk} (trigger event {event})")
                 while time.monotonic() - started < WAIT_SECONDS:
-                    execution.refresh_from_db()
+                    with as_demo_org():
+                        execution.refresh_from_db()
                     if execution.status in WorkflowExecution.FINISHED:
                         break
                     if daemon.poll() is not None:
                         raise SystemExit(f"dagster-daemon exited early; see {log_dir}")
                     time.sleep(0.25)
                 elapsed = time.monotonic() - started
-            _report(cfg, execution, elapsed)
+            with as_demo_org():
+                _report(cfg, execution, elapsed)
             return 0 if execution.status == WorkflowExecution.Status.SUCCESS else 1
         finally:
             if daemon is not None:

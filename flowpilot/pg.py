@@ -172,18 +172,22 @@ def bootstrap(cfg: config.Config) -> None:
     grant_app_role(_owner_url(cfg, config.CONTROL_PLANE_DB))
 
 
+def app_role_grants(role: str = config.APP_ROLE) -> list[str]:
+    """SQL giving the application role data access (no DDL) in the current database."""
+    app = sql.Identifier(role).as_string(None)
+    return [
+        f"GRANT USAGE ON SCHEMA public TO {app}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
+    ]
+
+
 def grant_app_role(owner_url: str) -> None:
     """Give the application role data access (no DDL) in the control-plane database."""
-    app = sql.Identifier(config.APP_ROLE)
-    statements = [
-        "CREATE EXTENSION IF NOT EXISTS vector",
-        "GRANT USAGE ON SCHEMA public TO {app}",
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {app}",
-        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public "
-        "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}",
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {app}",
-    ]
     with psycopg.connect(owner_url, autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(sql.SQL(statement).format(app=app))
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        for statement in app_role_grants():
+            conn.execute(statement)

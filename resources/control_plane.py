@@ -59,34 +59,60 @@ class ControlPlaneResource(ConfigurableResource):
 
         return trigger_events_pending(after_id=after_id, stale_seconds=stale_seconds)
 
-    # Ops.
+    # Ops and run-status sensors touch one organization's rows: the run's `flowpilot/org` tag
+    # (or the spec's organization id) sets the tenant context first.
+    def _organization_id(self, tags: dict[str, str]) -> int | None:
+        from control_plane.organizations.models import Organization
+        from control_plane.executions.services import TAG_ORG
+
+        slug = tags.get(TAG_ORG)
+        if not slug:
+            return None
+        return Organization.objects.filter(slug=slug).values_list("pk", flat=True).first()
+
     def execution_for_run(self, *, run_id: str, tags: dict[str, str], inputs: dict) -> int:
         if run_id not in self._executions:
             self._ready()
+            from control_plane.core.tenancy import tenant_context
             from control_plane.executions.services import execution_start_for_run
 
-            self._executions[run_id] = execution_start_for_run(
-                run_id=run_id, tags=dict(tags), inputs=inputs
-            )
+            organization_id = self._organization_id(tags)
+            if organization_id is None:
+                raise ValueError(f"run {run_id} has no known flowpilot/org tag")
+            with tenant_context(organization_id):
+                self._executions[run_id] = execution_start_for_run(
+                    run_id=run_id, tags=dict(tags), inputs=inputs
+                )
         return self._executions[run_id]
 
-    def step_started(self, **kwargs: Any) -> None:
+    def step_started(self, *, organization_id: int, **kwargs: Any) -> None:
         self._ready()
+        from control_plane.core.tenancy import tenant_context
         from control_plane.executions.services import step_started
 
-        step_started(**kwargs)
+        with tenant_context(organization_id):
+            step_started(organization_id=organization_id, **kwargs)
 
-    def step_finished(self, **kwargs: Any) -> None:
+    def step_finished(self, *, organization_id: int, **kwargs: Any) -> None:
         self._ready()
+        from control_plane.core.tenancy import tenant_context
         from control_plane.executions.services import step_finished
 
-        step_finished(**kwargs)
+        with tenant_context(organization_id):
+            step_finished(organization_id=organization_id, **kwargs)
 
-    # Run-status sensors.
     def execution_finished(
         self, *, run_id: str, run_status: str, error: str = "", tags: dict | None = None
     ) -> int | None:
+        """None for runs that are not FlowPilot executions (no known organization)."""
         self._ready()
+        from control_plane.core.tenancy import tenant_context
         from control_plane.executions.services import execution_finish
 
-        return execution_finish(run_id=run_id, run_status=run_status, error=error, tags=tags)
+        organization_id = self._organization_id(tags or {})
+        if organization_id is None:
+            return None
+        with tenant_context(organization_id):
+            return execution_finish(
+                run_id=run_id, run_status=run_status, error=error, tags=tags
+            )

@@ -34,6 +34,30 @@ def django_db_modify_db_settings(embedded_postgres):
     """pytest-django hook: runs before the test database is created."""
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database is new: give the application role its data privileges there, as
+    `flowpilot db start` does for the real one, so tests can run queries as that role."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        for statement in pg.app_role_grants():
+            cursor.execute(statement)
+
+
+@pytest.fixture
+def as_app_role(db):
+    """Run the rest of the test as the application role (no BYPASSRLS): row-level security
+    applies to every query from here on, as in production."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL ROLE {config.APP_ROLE}")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")
+
+
 def bearer_token(user) -> str:
     """A signed-in API session for `user`, as login makes one."""
     return session_create(user=user, kind="api", ip="127.0.0.1", user_agent="pytest")[1]

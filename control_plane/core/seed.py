@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from control_plane.core.errors import ConflictError
+from control_plane.core.tenancy import tenant_context
+from control_plane.organizations import services as organization_services
 from control_plane.organizations.models import Organization, OrganizationMember
+from control_plane.organizations.permissions import OWNER
 from control_plane.users.models import User
 from control_plane.users.sessions import session_create
 from control_plane.workflows import services as workflow_services
@@ -73,28 +76,31 @@ def seed_demo() -> DemoSeed:
             DEMO_EMAIL, DEMO_PASSWORD, name="Demo User", is_staff=True, email_verified=True
         )
     _, token = session_create(user=user, kind="api", ip=None, user_agent="flowpilot seed")
-    organization, _ = Organization.objects.get_or_create(
-        slug=DEMO_ORG, defaults={"name": "Demo Organization"}
-    )
-    OrganizationMember.objects.get_or_create(
-        organization=organization, user=user, defaults={"role": OrganizationMember.Role.OWNER}
-    )
-    workflow = Workflow.objects.filter(organization=organization, slug=DEMO_WORKFLOW).first()
-    if workflow is None:
-        workflow = workflow_services.workflow_create(
-            organization=organization,
-            created_by=user,
-            name="Hello FlowPilot",
-            slug=DEMO_WORKFLOW,
-            description="Compose a greeting, POST it to an HTTP endpoint, report the answer.",
-            definition=DEMO_DEFINITION,
+    organization = Organization.objects.filter(slug=DEMO_ORG).first()
+    if organization is None:
+        organization = organization_services.organization_create(
+            name="Demo Organization", slug=DEMO_ORG, owner=user
         )
-    elif workflow.draft_definition != DEMO_DEFINITION:
-        workflow_services.workflow_update(workflow=workflow, draft_definition=DEMO_DEFINITION)
-    try:
-        version = workflow_services.workflow_publish(
-            workflow=workflow, published_by=user, changelog="demo seed"
+    with tenant_context(organization.pk, user_id=user.pk):
+        OrganizationMember.objects.get_or_create(
+            organization=organization, user=user, defaults={"role": OWNER}
         )
-    except ConflictError:
-        version = workflow.versions.order_by("-number").first()
+        workflow = Workflow.objects.filter(slug=DEMO_WORKFLOW).first()
+        if workflow is None:
+            workflow = workflow_services.workflow_create(
+                organization=organization,
+                created_by=user,
+                name="Hello FlowPilot",
+                slug=DEMO_WORKFLOW,
+                description="Compose a greeting, POST it to an HTTP endpoint, report the answer.",
+                definition=DEMO_DEFINITION,
+            )
+        elif workflow.draft_definition != DEMO_DEFINITION:
+            workflow_services.workflow_update(workflow=workflow, draft_definition=DEMO_DEFINITION)
+        try:
+            version = workflow_services.workflow_publish(
+                workflow=workflow, published_by=user, changelog="demo seed"
+            )
+        except ConflictError:
+            version = workflow.versions.order_by("-number").first()
     return DemoSeed(user, token, organization, workflow, version)

@@ -1,34 +1,99 @@
-"""Which organization a request acts for. The identity and tenancy issues deepen this (URL
-prefix, API keys, row-level security); the rule stays: resolve once, then scope every query."""
+"""Tenancy, held by two locks.
+
+1. The ORM: tenant models use `TenantManager`, whose querysets are filtered to the organization
+   in context and which raises `TenantContextMissing` when there is none, so forgetting the
+   context is an error rather than every tenant's rows. Escape hatches are explicit:
+   `Model.objects.unscoped()` (with `system_database()` for system tasks) and
+   `Model.objects.for_organization(id)`.
+2. PostgreSQL row-level security: every tenant table's policy compares `organization_id` with
+   the transaction-local setting `flowpilot.org_id`, which `tenant_context` sets with
+   `set_config(..., true)`. Requests and run workers connect as a role without BYPASSRLS, so
+   even raw SQL sees one tenant.
+
+`tenant_context` does both: it sets the context variable the manager reads and, inside a
+transaction, the database settings (`flowpilot.org_id`, and `flowpilot.user_id` which lets a
+user see their own memberships in other organizations)."""
 
 from __future__ import annotations
 
-from rest_framework.exceptions import NotFound, ValidationError
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
-from control_plane.organizations.models import Organization
+from django.conf import settings
+from django.db import connections, models, transaction
 
+_organization_id: ContextVar[int | None] = ContextVar("flowpilot_organization_id", default=None)
 
-def organization_for_request(request) -> Organization:
-    memberships = Organization.objects.filter(members__user=request.user)
-    slug = request.headers.get("X-Organization", "").strip()
-    if slug:
-        organization = memberships.filter(slug=slug).first()
-        if organization is None:
-            raise NotFound("organization not found")
-        return organization
-    organizations = list(memberships[:2])
-    if not organizations:
-        raise NotFound("you are not a member of any organization")
-    if len(organizations) > 1:
-        raise ValidationError({"X-Organization": ["member of several organizations: name one"]})
-    return organizations[0]
+ORG_SETTING = "flowpilot.org_id"
+USER_SETTING = "flowpilot.user_id"
 
 
-class OrganizationScopedMixin:
-    """For API views: `self.organization` is resolved once, before the handler runs."""
+class TenantContextMissing(RuntimeError):
+    """Tenant data was queried with no organization in context."""
 
-    organization: Organization
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        self.organization = organization_for_request(request)
+def current_organization_id() -> int | None:
+    return _organization_id.get()
+
+
+def system_database() -> str:
+    """The alias for explicit system tasks across tenants (the owner role; BYPASSRLS)."""
+    return settings.SYSTEM_DATABASE
+
+
+def _swap(using: str, values: dict[str, str]) -> dict[str, str]:
+    """Set transaction-local settings; returns what they were."""
+    names = list(values)
+    select = ", ".join(
+        f"current_setting('{name}', true), set_config('{name}', %s, true)" for name in names
+    )
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT {select}", [values[name] for name in names])  # noqa: S608
+        row = cursor.fetchone()
+    return {name: row[2 * index] or "" for index, name in enumerate(names)}
+
+
+@contextmanager
+def tenant_context(
+    organization_id: int | None, *, user_id: int | None = None, using: str = "default"
+) -> Iterator[None]:
+    """Act for one organization (and user): in the ORM, and in the database for the
+    transaction this opens (a savepoint when one is open already). Leaving restores the
+    previous values, so contexts nest."""
+    values = {ORG_SETTING: "" if organization_id is None else str(int(organization_id))}
+    if user_id is not None:
+        values[USER_SETTING] = str(int(user_id))
+    token = _organization_id.set(organization_id)
+    try:
+        with transaction.atomic(using=using):
+            previous = _swap(using, values)
+            yield
+            if not connections[using].needs_rollback:
+                _swap(using, previous)
+    finally:
+        _organization_id.reset(token)
+
+
+class TenantQuerySet(models.QuerySet):
+    pass
+
+
+class TenantManager(models.Manager.from_queryset(TenantQuerySet)):
+    """Querysets scoped to the organization in context; none in context is an error."""
+
+    def get_queryset(self) -> TenantQuerySet:
+        organization_id = current_organization_id()
+        if organization_id is None:
+            raise TenantContextMissing(
+                f"{self.model.__name__} queried with no organization in context: use "
+                "tenant_context(organization_id), or .unscoped() for a system task"
+            )
+        return super().get_queryset().filter(organization_id=organization_id)
+
+    def unscoped(self) -> TenantQuerySet:
+        """Every tenant's rows, as far as the database role allows: for system tasks."""
+        return super().get_queryset()
+
+    def for_organization(self, organization_id: int) -> TenantQuerySet:
+        return super().get_queryset().filter(organization_id=organization_id)

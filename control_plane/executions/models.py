@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from control_plane.core.tenancy import TenantManager
 from control_plane.organizations.models import Organization
 from control_plane.workflows.models import Workflow, WorkflowVersion
 
@@ -30,6 +31,8 @@ class WorkflowExecution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
 
     class Meta:
         indexes = [models.Index(fields=["organization", "-created_at"])]
@@ -67,6 +70,8 @@ class TriggerEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     launched_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TenantManager()
+
     class Meta:
         indexes = [
             models.Index(
@@ -99,6 +104,8 @@ class ExecutionStep(models.Model):
     error = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantManager()
 
     class Meta:
         constraints = [

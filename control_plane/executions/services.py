@@ -11,6 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from control_plane.core.tenancy import system_database
+
 from control_plane.core.errors import ApplicationError, ConflictError
 from control_plane.executions.models import ExecutionStep, TriggerEvent, WorkflowExecution
 from control_plane.users.models import User
@@ -85,7 +87,9 @@ def trigger_events_pending(*, after_id: int, stale_seconds: float, limit: int = 
     (committed out of id order, or whose run was never created)."""
     stale = timezone.now() - timedelta(seconds=stale_seconds)
     rows = (
-        TriggerEvent.objects.filter(status=TriggerEvent.Status.PENDING)
+        TriggerEvent.objects.unscoped()  # a system read across organizations
+        .using(system_database())
+        .filter(status=TriggerEvent.Status.PENDING)
         .filter(Q(id__gt=after_id) | Q(created_at__lt=stale))
         .select_related("organization", "workflow", "version", "execution")
         .order_by("id")[:limit]
@@ -145,21 +149,15 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
     return execution.pk
 
 
-def _organization_of(execution_id: int) -> int:
-    return WorkflowExecution.objects.values_list("organization_id", flat=True).get(pk=execution_id)
-
-
 def step_started(
     *,
     execution_id: int,
     step_id: str,
     step_type: str,
     position: int,
-    organization_id: int | None = None,
+    organization_id: int,
 ) -> None:
-    """Record a step (re)starting. Ops pass `organization_id` (they know it from the spec),
-    which saves a query per record."""
-    organization_id = organization_id or _organization_of(execution_id)
+    """Record a step (re)starting."""
     step, created = ExecutionStep.objects.get_or_create(
         execution_id=execution_id,
         step_id=step_id,
@@ -191,13 +189,13 @@ def step_finished(
     status: str,
     output: Any = None,
     error: str = "",
-    organization_id: int | None = None,
+    organization_id: int,
 ) -> None:
     ExecutionStep.objects.update_or_create(
         execution_id=execution_id,
         step_id=step_id,
         defaults={
-            "organization_id": organization_id or _organization_of(execution_id),
+            "organization_id": organization_id,
             "step_type": step_type,
             "position": position,
             "status": status,

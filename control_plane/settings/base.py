@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "control_plane.users.authentication.UserSessionMiddleware",
+    "control_plane.organizations.middleware.OrganizationContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -99,6 +100,9 @@ DATABASES = {
     "default": database_from_url(RUNTIME.database_url),
     "owner": database_from_url(RUNTIME.database_owner_url),
 }
+# Explicit system tasks across tenants (the code location's job index, the trigger sensor's
+# sweep) read through this alias; requests and run workers use `default` under row security.
+SYSTEM_DATABASE = "owner"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 
@@ -140,6 +144,7 @@ EMAIL_VERIFICATION_TTL = timedelta(hours=int(env("EMAIL_VERIFICATION_TTL_HOURS",
 PASSWORD_RESET_TTL = timedelta(minutes=int(env("PASSWORD_RESET_TTL_MINUTES", "60")))
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
 AUTH_MAX_EMAILS_PER_HOUR = int(env("AUTH_MAX_EMAILS_PER_HOUR", "5"))  # per user and purpose
+INVITATION_TTL = timedelta(days=int(env("INVITATION_TTL_DAYS", "7")))
 MFA_ISSUER = env("MFA_ISSUER", "FlowPilot")
 MFA_BACKUP_CODE_COUNT = 10
 
@@ -205,6 +210,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "MemberStatusEnum": "control_plane.organizations.models.OrganizationMember.Status",
+    },
 }
 
 # Dagster, as seen from the control plane (GraphQL on the webserver).

@@ -4,6 +4,9 @@ from .base import *  # noqa: F403
 # application role's view (row security) switch to it with SET LOCAL ROLE.
 DATABASES["default"] = dict(DATABASES["owner"])  # noqa: F405
 DATABASES["owner"]["TEST"] = {"MIRROR": "default"}  # noqa: F405
+# A mirror is a second connection that cannot see a test's uncommitted rows; the test
+# connection is the owner already, so system reads use it.
+SYSTEM_DATABASE = "default"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 DAGSTER_TIMEOUT_SECONDS = 0.5

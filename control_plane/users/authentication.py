@@ -20,39 +20,37 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-class BearerSessionAuthentication(authentication.BaseAuthentication):
-    keyword = "Bearer"
-
-    def authenticate(self, request):
-        header = authentication.get_authorization_header(request).split()
-        if not header or header[0].lower() != self.keyword.lower().encode():
-            return None
-        if len(header) != 2:
-            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
-        try:
-            token = header[1].decode()
-        except UnicodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
-        session = sessions.session_for_token(token)
-        if session is None:
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
-        request._request.user_session = session
-        return session.user, session
-
-    def authenticate_header(self, request) -> str:
-        return f'{self.keyword} realm="api"'
+def _bearer(request) -> tuple[bool, str | None]:
+    """(whether the request offers a bearer token, the token when well formed)."""
+    header = request.META.get("HTTP_AUTHORIZATION", "").split()
+    if not header or header[0].lower() != "bearer":
+        return False, None
+    return True, header[1] if len(header) == 2 else None
 
 
 class UserSessionMiddleware:
-    """After Django's AuthenticationMiddleware: a browser session is only signed in while the
-    UserSession it names is live. Admin and API share this check."""
+    """After Django's AuthenticationMiddleware, so that later middleware (the organization
+    context) knows who is asking:
+
+    - a bearer token signs the request in as its live UserSession's user;
+    - a browser session is only signed in while the UserSession it names is live (the admin
+      and the API share this check).
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         request.user_session = None
-        if request.session.get(auth.SESSION_KEY) is not None:
+        request.bearer_refused = False
+        offered, token = _bearer(request)
+        if offered:
+            session = sessions.session_for_token(token) if token else None
+            if session is None:
+                request.bearer_refused = True
+            else:
+                request.user, request.user_session = session.user, session
+        elif request.session.get(auth.SESSION_KEY) is not None:
             user_session = sessions.session_for_id(request.session.get(sessions.SESSION_KEY))
             if user_session is None or str(user_session.user_id) != str(
                 request.session[auth.SESSION_KEY]
@@ -61,6 +59,24 @@ class UserSessionMiddleware:
             else:
                 request.user_session = user_session
         return self.get_response(request)
+
+
+class BearerSessionAuthentication(authentication.BaseAuthentication):
+    """DRF's view of what UserSessionMiddleware found for a bearer token."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        django_request = request._request
+        if getattr(django_request, "bearer_refused", False):
+            raise exceptions.AuthenticationFailed("Invalid, expired or revoked token.")
+        session = getattr(django_request, "user_session", None)
+        if session is None or not _bearer(django_request)[0]:
+            return None
+        return session.user, session
+
+    def authenticate_header(self, request) -> str:
+        return f'{self.keyword} realm="api"'
 
 
 class BearerScheme(OpenApiAuthenticationExtension):

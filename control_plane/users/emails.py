@@ -27,14 +27,19 @@ def _deliver(to: str, subject: str, body: str, template: str) -> None:
         log.exception("could not send %s email", template)
 
 
-def _send(to: str, template: str, context: dict) -> None:
+def send_template(to: str, template: str, context: dict) -> None:
+    """Render `template` (first line: the subject) and send it to one address."""
     context = {"web_url": settings.FLOWPILOT_WEB_URL, "issuer": settings.MFA_ISSUER, **context}
-    subject, _, body = render_to_string(f"users/email/{template}.txt", context).partition("\n")
+    subject, _, body = render_to_string(template, context).partition("\n")
     message = (to, subject.strip(), body.strip() + "\n", template)
     if settings.EMAIL_SEND_ASYNC:
         transaction.on_commit(lambda: _pool.submit(_deliver, *message))
     else:
         _deliver(*message)
+
+
+def _send(to: str, name: str, context: dict) -> None:
+    send_template(to, f"users/email/{name}.txt", context)
 
 
 def send_verification(to: str, token: str) -> None:

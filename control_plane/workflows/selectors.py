@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db.models import OuterRef, QuerySet, Subquery
 
+from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import Organization
 from control_plane.workflows.models import Workflow, WorkflowVersion
 from orchestration.steps.definition import WorkflowSpec, job_name_for
@@ -24,15 +25,19 @@ def version_list(*, workflow: Workflow) -> QuerySet[WorkflowVersion]:
     return workflow.versions.order_by("-number")
 
 
+def _system_versions() -> QuerySet[WorkflowVersion]:
+    """Versions of every organization: system reads for Dagster's code location."""
+    return WorkflowVersion.objects.unscoped().using(system_database())
+
+
 def _latest_versions() -> QuerySet[WorkflowVersion]:
     latest = (
-        WorkflowVersion.objects.filter(workflow=OuterRef("workflow"))
+        _system_versions()
+        .filter(workflow=OuterRef("workflow"))
         .order_by("-number")
         .values("pk")[:1]
     )
-    return WorkflowVersion.objects.filter(
-        pk=Subquery(latest), workflow__status=Workflow.Status.ACTIVE
-    )
+    return _system_versions().filter(pk=Subquery(latest), workflow__status=Workflow.Status.ACTIVE)
 
 
 def published_job_index() -> dict[str, int]:
@@ -43,7 +48,7 @@ def published_job_index() -> dict[str, int]:
 
 
 def workflow_spec(*, version_id: int) -> WorkflowSpec:
-    version = WorkflowVersion.objects.select_related("workflow", "organization").get(pk=version_id)
+    version = _system_versions().select_related("workflow", "organization").get(pk=version_id)
     return spec_from_version(version)
 
 

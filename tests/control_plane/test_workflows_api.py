@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 
 from control_plane.executions.models import TriggerEvent, WorkflowExecution
 from control_plane.workflows.models import WorkflowVersion
-from tests.factories import definition
+from tests.factories import definition, run_workflow
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def test_create_publish_run_and_read_execution(api):
     assert run.status_code == 202
     body = run.json()
     assert body["status"] == "queued" and body["inputs"] == {"name": "ada"} and body["version"] == 1
-    event = TriggerEvent.objects.get(pk=body["trigger_event"])
+    event = TriggerEvent.objects.unscoped().get(pk=body["trigger_event"])
     assert event.status == "pending" and event.kind == "api"
 
     detail = api.get(f"/api/v1/executions/{body['id']}")
@@ -49,17 +49,21 @@ def test_create_publish_run_and_read_execution(api):
 
 
 def test_execution_detail_shows_steps(api, published):
-    from control_plane.executions.services import step_finished, workflow_run
+    from control_plane.executions.services import step_finished
 
-    execution = workflow_run(workflow=published)
-    step_finished(
-        execution_id=execution.pk,
-        step_id="greet",
-        step_type="transform.template",
-        position=0,
-        status="success",
-        output={"result": "Hi"},
-    )
+    from control_plane.core.tenancy import tenant_context
+
+    execution = run_workflow(published)
+    with tenant_context(published.organization_id):
+        step_finished(
+            execution_id=execution.pk,
+            step_id="greet",
+            step_type="transform.template",
+            position=0,
+            status="success",
+            output={"result": "Hi"},
+            organization_id=published.organization_id,
+        )
     steps = api.get(f"/api/v1/executions/{execution.pk}").json()["steps"]
     assert steps == [
         {**steps[0], "step_id": "greet", "status": "success", "output": {"result": "Hi"}}
@@ -92,7 +96,7 @@ def test_publish_rejects_invalid_definitions_naming_the_step(api, mutate, field,
         assert "greet" in error["message"] and "shout" in error["message"]
     if field:
         assert field in error["fields"]
-    assert not WorkflowVersion.objects.exists()
+    assert not WorkflowVersion.objects.unscoped().exists()
 
 
 def test_draft_shows_problems_and_validate_endpoint(api):
@@ -118,7 +122,7 @@ def test_publishing_the_same_definition_twice_is_a_conflict(api, published):
 
 
 def test_versions_are_immutable_in_the_database(published):
-    version = published.versions.get()
+    version = WorkflowVersion.objects.unscoped().get(workflow=published)
     version.changelog = "rewritten"
     with pytest.raises(IntegrityError), transaction.atomic():
         version.save()
@@ -132,7 +136,10 @@ def test_run_rejects_bad_inputs_with_field_messages(api, published):
     fields = response.json()["error"]["fields"]
     assert fields["inputs.name"] == ["expected string, got int"]
     assert "unknown input" in fields["inputs.zzz"][0]
-    assert not WorkflowExecution.objects.exists() and not TriggerEvent.objects.exists()
+    assert (
+        not WorkflowExecution.objects.unscoped().exists()
+        and not TriggerEvent.objects.unscoped().exists()
+    )
 
 
 def test_run_unpublished_workflow_is_a_conflict(api):
@@ -199,9 +206,8 @@ def test_other_tenant_gets_404_for_workflow_endpoints(outsider_api, published, m
 def test_other_tenant_sees_nothing_in_lists_and_cannot_read_executions(
     api, outsider_api, published
 ):
-    from control_plane.executions.services import workflow_run
 
-    execution = workflow_run(workflow=published)
+    execution = run_workflow(published)
     assert outsider_api.get("/api/v1/workflows").json()["count"] == 0
     assert outsider_api.get("/api/v1/executions").json()["count"] == 0
     assert outsider_api.get(f"/api/v1/executions/{execution.pk}").status_code == 404

@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterInstance
 
+from control_plane.core.tenancy import tenant_context
 from control_plane.executions.models import ExecutionStep, WorkflowExecution
-from control_plane.executions.services import workflow_run
 from control_plane.workflows.selectors import workflow_latest_version, workflow_spec
 from orchestration.rendering import build_job
 from orchestration.repository import default_resources, make_repository
 from resources.control_plane import ControlPlaneResource
-from tests.factories import THREE_STEPS, definition, make_published_workflow
+from tests.factories import THREE_STEPS, definition, make_published_workflow, run_workflow, steps_of
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
 
 def _spec(workflow):
-    return workflow_spec(version_id=workflow_latest_version(workflow=workflow).pk)
+    with tenant_context(workflow.organization_id):
+        return workflow_spec(version_id=workflow_latest_version(workflow=workflow).pk)
 
 
 def _resources():
@@ -55,17 +56,18 @@ def test_different_version_renders_a_different_job(published, user):
     from control_plane.workflows import services
 
     before = build_job(_spec(published), _resources()).get_job_snapshot().snapshot_id
-    services.workflow_update(
-        workflow=published, draft_definition=definition(inputs={"name": {"type": "string"}})
-    )
-    services.workflow_publish(workflow=published, published_by=user)
+    with tenant_context(published.organization_id):
+        services.workflow_update(
+            workflow=published, draft_definition=definition(inputs={"name": {"type": "string"}})
+        )
+        services.workflow_publish(workflow=published, published_by=user)
     after = build_job(_spec(published), _resources())
     assert after.get_job_snapshot().snapshot_id != before
     assert after.tags["flowpilot/version"] == "2"
 
 
 def test_execute_in_process_records_three_steps(published):
-    execution = workflow_run(workflow=published, inputs={"name": "ada"})
+    execution = run_workflow(published, inputs={"name": "ada"})
     job = build_job(_spec(published), _resources())
     result = job.execute_in_process(
         run_config={"inputs": execution.inputs},
@@ -76,7 +78,7 @@ def test_execute_in_process_records_three_steps(published):
     execution.refresh_from_db()
     assert execution.dagster_run_id == result.run_id
     assert execution.trigger_event.status == "launched"
-    steps = {s.step_id: s for s in execution.steps.all()}
+    steps = {s.step_id: s for s in steps_of(execution)}
     assert {k: s.status for k, s in steps.items()} == dict.fromkeys(
         ("greet", "shout", "length"), "success"
     )
@@ -105,7 +107,7 @@ def test_false_condition_skips_branch_and_failure_is_recorded(org, user, echo_se
         ],
     }
     workflow = make_published_workflow(org, user, raw, slug="branches")
-    execution = workflow_run(workflow=workflow, inputs={"url": f"{echo_server.url}/status/503"})
+    execution = run_workflow(workflow, inputs={"url": f"{echo_server.url}/status/503"})
     job = build_job(_spec(workflow), _resources())
     result = job.execute_in_process(
         run_config={"inputs": execution.inputs},
@@ -115,10 +117,13 @@ def test_false_condition_skips_branch_and_failure_is_recorded(org, user, echo_se
     )
     assert not result.success
     ControlPlaneResource().execution_finished(
-        run_id=result.run_id, run_status="FAILURE", error="fetch failed"
+        run_id=result.run_id,
+        run_status="FAILURE",
+        error="fetch failed",
+        tags=result.dagster_run.tags,
     )
     execution.refresh_from_db()
-    steps = {s.step_id: s for s in execution.steps.all()}
+    steps = {s.step_id: s for s in steps_of(execution)}
     assert execution.status == WorkflowExecution.Status.FAILURE
     assert steps["gate"].status == ExecutionStep.Status.SKIPPED
     assert steps["after_gate"].status == ExecutionStep.Status.SKIPPED
@@ -141,14 +146,14 @@ def test_http_request_step_calls_the_server(org, user, echo_server):
         ]
     }
     workflow = make_published_workflow(org, user, raw, slug="poster")
-    execution = workflow_run(workflow=workflow)
+    execution = run_workflow(workflow)
     result = build_job(_spec(workflow), _resources()).execute_in_process(
         run_config={"inputs": {}},
         tags={"flowpilot/execution": str(execution.pk)},
         instance=DagsterInstance.ephemeral(),
     )
     assert result.success
-    step = execution.steps.get()
+    step = steps_of(execution).get()
     assert step.output["status_code"] == 200
     assert step.output["body"]["echo"] == {"a": 1}
     assert step.output["body"]["method"] == "POST"
@@ -161,9 +166,9 @@ def test_run_started_from_dagster_ui_gets_an_execution(published):
         run_config={"inputs": {"name": "ui"}}, instance=DagsterInstance.ephemeral()
     )
     assert result.success
-    execution = WorkflowExecution.objects.get(dagster_run_id=result.run_id)
+    execution = WorkflowExecution.objects.unscoped().get(dagster_run_id=result.run_id)
     assert execution.workflow == published and execution.inputs == {"name": "ui"}
-    assert execution.steps.count() == 3
+    assert steps_of(execution).count() == 3
 
 
 def test_repository_builds_jobs_lazily(org, user):
@@ -205,7 +210,7 @@ def test_code_location_module_loads(published):
 
 def _run(org, user, raw, slug, inputs=None):
     workflow = make_published_workflow(org, user, raw, slug=slug)
-    execution = workflow_run(workflow=workflow, inputs=inputs or {})
+    execution = run_workflow(workflow, inputs=inputs or {})
     result = build_job(_spec(workflow), _resources()).execute_in_process(
         run_config={"inputs": execution.inputs},
         tags={"flowpilot/execution": str(execution.pk)},
@@ -228,7 +233,7 @@ def test_retry_policy_retries_then_succeeds(org, user, echo_server):
     }
     result, execution = _run(org, user, raw, "flaky")
     assert result.success
-    step = execution.steps.get()
+    step = steps_of(execution).get()
     assert step.status == "success" and step.attempts == 3
     assert step.output["status_code"] == 200
 
@@ -246,7 +251,7 @@ def test_step_timeout_fails_the_step(org, user, echo_server):
     }
     result, execution = _run(org, user, raw, "slow")
     assert not result.success
-    step = execution.steps.get()
+    step = steps_of(execution).get()
     assert step.status == "failure" and step.error == "timed out after 0.3s"
 
 
@@ -263,4 +268,4 @@ def test_oversized_output_fails_clearly(org, user):
     }
     result, execution = _run(org, user, raw, "big", inputs={"n": 300_000})
     assert not result.success
-    assert "over the 262144-byte limit" in execution.steps.get().error
+    assert "over the 262144-byte limit" in steps_of(execution).get().error

@@ -6,10 +6,9 @@ import pytest
 from dagster import DagsterInstance, RunRequest, build_sensor_context
 
 from control_plane.executions.models import TriggerEvent
-from control_plane.executions.services import workflow_run
 from resources.control_plane import ControlPlaneResource
 from sensors.trigger_events import make_trigger_event_sensor
-from tests.factories import THREE_STEPS, make_published_workflow
+from tests.factories import THREE_STEPS, make_published_workflow, run_workflow
 
 pytestmark = pytest.mark.django_db
 
@@ -28,13 +27,13 @@ def instance():
 
 def test_one_run_request_per_pending_event(published, instance, org, user):
     other = make_published_workflow(org, user, THREE_STEPS, slug="other")
-    executions = [workflow_run(workflow=published, inputs={"name": f"n{i}"}) for i in range(3)]
-    executions.append(workflow_run(workflow=other))
+    executions = [run_workflow(published, inputs={"name": f"n{i}"}) for i in range(3)]
+    executions.append(run_workflow(other))
     sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__other", "acme__triage"])
 
     result = _evaluate(sensor, instance)
 
-    events = {e.execution_id: e for e in TriggerEvent.objects.all()}
+    events = {e.execution_id: e for e in TriggerEvent.objects.unscoped().all()}
     assert [r.run_key for r in result.run_requests] == [str(events[x.pk].pk) for x in executions]
     first = result.run_requests[0]
     assert isinstance(first, RunRequest)
@@ -46,7 +45,7 @@ def test_one_run_request_per_pending_event(published, instance, org, user):
 
 
 def test_evaluating_twice_yields_no_duplicate(published, instance):
-    workflow_run(workflow=published)
+    run_workflow(published)
     sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"])
     first = _evaluate(sensor, instance)
     assert len(first.run_requests) == 1
@@ -56,7 +55,7 @@ def test_evaluating_twice_yields_no_duplicate(published, instance):
 
 
 def test_stale_pending_event_with_a_run_is_not_requested_again(published, instance):
-    execution = workflow_run(workflow=published)
+    execution = run_workflow(published)
     event = execution.trigger_event
     sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"], stale_seconds=0)
     first = _evaluate(sensor, instance)
@@ -70,7 +69,7 @@ def test_stale_pending_event_with_a_run_is_not_requested_again(published, instan
 
 
 def test_stale_pending_event_without_a_run_is_swept(published, instance):
-    workflow_run(workflow=published)
+    run_workflow(published)
     sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__triage"], stale_seconds=0)
     first = _evaluate(sensor, instance)
     # The daemon died before creating the run: the next sweep requests it again, same run_key.
@@ -79,7 +78,7 @@ def test_stale_pending_event_without_a_run_is_swept(published, instance):
 
 
 def test_event_for_a_job_not_loaded_yet_waits(published, instance):
-    workflow_run(workflow=published)
+    run_workflow(published)
     sensor = make_trigger_event_sensor(ControlPlaneResource(), ["acme__something_else"])
     result = _evaluate(sensor, instance)
     assert not result.run_requests

@@ -3,15 +3,16 @@ from __future__ import annotations
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from control_plane.core.pagination import paginated_response
-from control_plane.core.tenancy import OrganizationScopedMixin
 from control_plane.executions import selectors
 from control_plane.executions.api.serializers import ExecutionOutput
+from control_plane.organizations.api.base import TenantApi
 
 
-class ExecutionListApi(OrganizationScopedMixin, APIView):
+class ExecutionListApi(TenantApi):
+    required_permissions = {"GET": "execution.read"}
+
     @extend_schema(responses=ExecutionOutput(many=True))
     def get(self, request):
         workflow = request.query_params.get("workflow")
@@ -23,7 +24,9 @@ class ExecutionListApi(OrganizationScopedMixin, APIView):
         return paginated_response(qs, request, self, ExecutionOutput, {"with_steps": False})
 
 
-class ExecutionDetailApi(OrganizationScopedMixin, APIView):
+class ExecutionDetailApi(TenantApi):
+    required_permissions = {"GET": "execution.read"}
+
     @extend_schema(responses=ExecutionOutput)
     def get(self, request, execution_id: int):
         qs = selectors.execution_list(organization=self.organization).prefetch_related("steps")

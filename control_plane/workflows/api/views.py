@@ -4,12 +4,11 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from control_plane.core.pagination import paginated_response
-from control_plane.core.tenancy import OrganizationScopedMixin
 from control_plane.executions import services as execution_services
 from control_plane.executions.api.serializers import ExecutionOutput
+from control_plane.organizations.api.base import TenantApi
 from control_plane.workflows import selectors, services
 from control_plane.workflows.api.serializers import (
     PublishInput,
@@ -24,7 +23,7 @@ from control_plane.workflows.api.serializers import (
 from control_plane.workflows.models import Workflow
 
 
-class WorkflowMixin(OrganizationScopedMixin):
+class WorkflowApi(TenantApi):
     def get_workflow(self, workflow_id: int) -> Workflow:
         return get_object_or_404(
             selectors.workflow_list(organization=self.organization).prefetch_related("versions"),
@@ -32,7 +31,9 @@ class WorkflowMixin(OrganizationScopedMixin):
         )
 
 
-class WorkflowListApi(WorkflowMixin, APIView):
+class WorkflowListApi(WorkflowApi):
+    required_permissions = {"GET": "workflow.read", "POST": "workflow.edit"}
+
     @extend_schema(responses=WorkflowOutput(many=True))
     def get(self, request):
         qs = selectors.workflow_list(
@@ -56,7 +57,9 @@ class WorkflowListApi(WorkflowMixin, APIView):
         return Response(WorkflowOutput(workflow).data, status=status.HTTP_201_CREATED)
 
 
-class WorkflowDetailApi(WorkflowMixin, APIView):
+class WorkflowDetailApi(WorkflowApi):
+    required_permissions = {"GET": "workflow.read", "PATCH": "workflow.edit"}
+
     @extend_schema(responses=WorkflowOutput)
     def get(self, request, workflow_id: int):
         workflow = self.get_workflow(workflow_id)
@@ -76,7 +79,9 @@ class WorkflowDetailApi(WorkflowMixin, APIView):
         return Response(WorkflowOutput(self.get_workflow(workflow_id)).data)
 
 
-class WorkflowPublishApi(WorkflowMixin, APIView):
+class WorkflowPublishApi(WorkflowApi):
+    required_permissions = {"POST": "workflow.publish"}
+
     @extend_schema(request=PublishInput, responses={201: VersionOutput})
     def post(self, request, workflow_id: int):
         workflow = self.get_workflow(workflow_id)
@@ -88,7 +93,9 @@ class WorkflowPublishApi(WorkflowMixin, APIView):
         return Response(VersionOutput(version).data, status=status.HTTP_201_CREATED)
 
 
-class WorkflowVersionListApi(WorkflowMixin, APIView):
+class WorkflowVersionListApi(WorkflowApi):
+    required_permissions = {"GET": "workflow.read"}
+
     @extend_schema(responses=VersionOutput(many=True))
     def get(self, request, workflow_id: int):
         workflow = self.get_workflow(workflow_id)
@@ -96,7 +103,9 @@ class WorkflowVersionListApi(WorkflowMixin, APIView):
         return paginated_response(versions, request, self, VersionOutput)
 
 
-class WorkflowRunApi(WorkflowMixin, APIView):
+class WorkflowRunApi(WorkflowApi):
+    required_permissions = {"POST": "workflow.run"}
+
     @extend_schema(request=RunInput, responses={202: ExecutionOutput})
     def post(self, request, workflow_id: int):
         workflow = self.get_workflow(workflow_id)
@@ -111,7 +120,9 @@ class WorkflowRunApi(WorkflowMixin, APIView):
         return Response(ExecutionOutput(execution).data, status=status.HTTP_202_ACCEPTED)
 
 
-class WorkflowValidateApi(OrganizationScopedMixin, APIView):
+class WorkflowValidateApi(TenantApi):
+    required_permissions = {"POST": "workflow.edit"}
+
     @extend_schema(request=ValidateInput, responses=ValidateOutput)
     def post(self, request):
         data = ValidateInput(data=request.data)
