@@ -3,8 +3,9 @@
 1. The ORM: tenant models use `TenantManager`, whose querysets are filtered to the organization
    in context and which raises `TenantContextMissing` when there is none, so forgetting the
    context is an error rather than every tenant's rows. Escape hatches are explicit:
-   `Model.objects.unscoped()` (with `system_database()` for system tasks) and
-   `Model.objects.for_organization(id)`.
+   `Model.objects.unscoped()` (with `system_database()` for system reads),
+   `Model.objects.for_organization(id)`, and `with system_context():` for whole system tasks
+   such as the admin.
 2. PostgreSQL row-level security: every tenant table's policy compares `organization_id` with
    the transaction-local setting `flowpilot.org_id`, which `tenant_context` sets with
    `set_config(..., true)`. Requests and run workers connect as a role without BYPASSRLS, so
@@ -24,6 +25,7 @@ from django.conf import settings
 from django.db import connections, models, transaction
 
 _organization_id: ContextVar[int | None] = ContextVar("flowpilot_organization_id", default=None)
+_system: ContextVar[bool] = ContextVar("flowpilot_system", default=False)
 
 ORG_SETTING = "flowpilot.org_id"
 USER_SETTING = "flowpilot.user_id"
@@ -40,6 +42,31 @@ def current_organization_id() -> int | None:
 def system_database() -> str:
     """The alias for explicit system tasks across tenants (the owner role; BYPASSRLS)."""
     return settings.SYSTEM_DATABASE
+
+
+def in_system_context() -> bool:
+    return _system.get()
+
+
+@contextmanager
+def system_context() -> Iterator[None]:
+    """An explicit system task across organizations (the admin, maintenance): tenant managers
+    return every organization's rows, and `SystemContextRouter` sends the queries to the
+    system database."""
+    token = _system.set(True)
+    try:
+        yield
+    finally:
+        _system.reset(token)
+
+
+class SystemContextRouter:
+    """Database router: inside `system_context`, reads and writes go to the system database."""
+
+    def db_for_read(self, model, **hints):
+        return system_database() if in_system_context() else None
+
+    db_for_write = db_for_read
 
 
 def _swap(using: str, values: dict[str, str]) -> dict[str, str]:
@@ -84,6 +111,8 @@ class TenantManager(models.Manager.from_queryset(TenantQuerySet)):
 
     def get_queryset(self) -> TenantQuerySet:
         organization_id = current_organization_id()
+        if organization_id is None and in_system_context():
+            return super().get_queryset()
         if organization_id is None:
             raise TenantContextMissing(
                 f"{self.model.__name__} queried with no organization in context: use "

@@ -11,9 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from control_plane.core.tenancy import system_database
-
 from control_plane.core.errors import ApplicationError, ConflictError
+from control_plane.core.tenancy import system_database
 from control_plane.executions.models import ExecutionStep, TriggerEvent, WorkflowExecution
 from control_plane.users.models import User
 from control_plane.workflows.models import Workflow, WorkflowVersion

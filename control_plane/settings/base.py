@@ -103,6 +103,7 @@ DATABASES = {
 # Explicit system tasks across tenants (the code location's job index, the trigger sensor's
 # sweep) read through this alias; requests and run workers use `default` under row security.
 SYSTEM_DATABASE = "owner"
+DATABASE_ROUTERS = ["control_plane.core.tenancy.SystemContextRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 

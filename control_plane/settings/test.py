@@ -1,8 +1,10 @@
 from .base import *  # noqa: F403
+from .base import env
 
 # Tests create their own database, which needs the owner role; tests that must prove the
 # application role's view (row security) switch to it with SET LOCAL ROLE.
 DATABASES["default"] = dict(DATABASES["owner"])  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": env("FLOWPILOT_TEST_DATABASE", "test_flowpilot")}  # noqa: F405
 DATABASES["owner"]["TEST"] = {"MIRROR": "default"}  # noqa: F405
 # A mirror is a second connection that cannot see a test's uncommitted rows; the test
 # connection is the owner already, so system reads use it.

@@ -3,11 +3,14 @@ factor, and a UserSession that can be revoked."""
 
 from __future__ import annotations
 
+from functools import update_wrapper
+
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
 
 from control_plane.core.errors import ApplicationError
+from control_plane.core.tenancy import system_context
 from control_plane.users import login, sessions
 from control_plane.users.authentication import client_ip
 from control_plane.users.models import UserSession
@@ -49,9 +52,23 @@ class AdminLoginForm(AdminAuthenticationForm):
 
 
 class FlowPilotAdminSite(admin.AdminSite):
+    """Staff work across organizations: every admin view is a system task."""
+
     site_header = "FlowPilot administration"
     site_title = "FlowPilot admin"
     login_form = AdminLoginForm
+
+    def admin_view(self, view, cacheable=False):
+        inner = super().admin_view(view, cacheable)
+
+        def in_system_context(request, *args, **kwargs):
+            with system_context():
+                response = inner(request, *args, **kwargs)
+                if callable(getattr(response, "render", None)):
+                    response.render()  # templates query too: render inside the context
+                return response
+
+        return update_wrapper(in_system_context, inner)
 
     def login(self, request, extra_context=None):
         response = super().login(request, extra_context)

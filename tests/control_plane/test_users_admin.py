@@ -107,3 +107,28 @@ def test_admin_actions_revoke_and_unlock(staff, user):
         assert response.status_code == 302
     assert UserSession.objects.get(user=user).revoked_reason == "revoked_by_admin"
     assert not LoginAttempt.objects.filter(email=user.email).exists()
+
+
+def test_tenant_panels_show_every_organization(staff, published, other_org):
+    """Staff work across organizations: tenant tables in the admin are a system read."""
+    from tests.factories import THREE_STEPS, make_member, make_published_workflow, run_workflow
+
+    mallory = make_member(other_org, "mallory@globex.test")
+    make_published_workflow(other_org, mallory, THREE_STEPS, slug="globex-flow")
+    run_workflow(published)
+    client = Client()
+    _admin_login(client, staff.email)
+    listing = client.get("/admin/workflows/workflow/").content.decode()
+    assert "triage" in listing and "globex-flow" in listing
+    for page in [
+        f"/admin/workflows/workflow/{published.pk}/change/",
+        "/admin/executions/workflowexecution/",
+        "/admin/executions/triggerevent/",
+        "/admin/organizations/organization/",
+        f"/admin/organizations/organization/{other_org.pk}/change/",
+        "/admin/organizations/organizationmember/",
+        "/admin/organizations/invitation/",
+        "/admin/organizations/department/",
+        "/admin/organizations/role/",
+    ]:
+        assert client.get(page).status_code == 200, page
