@@ -269,3 +269,26 @@ def test_oversized_output_fails_clearly(org, user):
     result, execution = _run(org, user, raw, "big", inputs={"n": 300_000})
     assert not result.success
     assert "over the 262144-byte limit" in steps_of(execution).get().error
+
+
+def test_ops_set_the_organization_context_from_the_run(published, other_org, as_app_role):
+    """As the application role, row-level security hides every row unless the op, the resource
+    and the run-status hook set the organization from the run's flowpilot/org tag."""
+    execution = run_workflow(published, inputs={"name": "rls"})
+    spec = _spec(published)
+    result = build_job(spec, _resources()).execute_in_process(
+        run_config={"inputs": execution.inputs},
+        tags={"flowpilot/execution": str(execution.pk)},
+        instance=DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    ControlPlaneResource().execution_finished(
+        run_id=result.run_id, run_status="SUCCESS", tags=result.dagster_run.tags
+    )
+    with tenant_context(published.organization_id):
+        execution.refresh_from_db()
+        assert execution.status == "success" and execution.dagster_run_id == result.run_id
+        assert [s.status for s in execution.steps.order_by("position")] == ["success"] * 3
+    with tenant_context(other_org.pk):
+        assert not WorkflowExecution.objects.filter(pk=execution.pk).exists()
+        assert not ExecutionStep.objects.unscoped().filter(execution_id=execution.pk).exists()
