@@ -95,11 +95,12 @@ def tenant_context(
     if user_id is not None:
         values[USER_SETTING] = str(int(user_id))
     token = _organization_id.set(organization_id)
+    outermost = not connections[using].in_atomic_block  # its end clears the settings anyway
     try:
         with transaction.atomic(using=using):
             previous = _swap(using, values)
             yield
-            if not connections[using].needs_rollback:
+            if not outermost and not connections[using].needs_rollback:
                 _swap(using, previous)
     finally:
         _organization_id.reset(token)
