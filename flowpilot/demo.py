@@ -43,6 +43,7 @@ def run() -> int:
                 log_file=log_dir / "demo-dagster-daemon.log",
             )
             print(f"• dagster    daemon started (log: {log_dir / 'demo-dagster-daemon.log'})")
+
             # The demo acts as its organization: row-level security shows it nothing else.
             def as_demo_org():
                 return tenant_context(seed.organization.pk, user_id=seed.user.pk)

@@ -62,8 +62,8 @@ class ControlPlaneResource(ConfigurableResource):
     # Ops and run-status sensors touch one organization's rows: the run's `flowpilot/org` tag
     # (or the spec's organization id) sets the tenant context first.
     def _organization_id(self, tags: dict[str, str]) -> int | None:
-        from control_plane.organizations.models import Organization
         from control_plane.executions.services import TAG_ORG
+        from control_plane.organizations.models import Organization
 
         slug = tags.get(TAG_ORG)
         if not slug:
@@ -113,6 +113,4 @@ class ControlPlaneResource(ConfigurableResource):
         if organization_id is None:
             return None
         with tenant_context(organization_id):
-            return execution_finish(
-                run_id=run_id, run_status=run_status, error=error, tags=tags
-            )
+            return execution_finish(run_id=run_id, run_status=run_status, error=error, tags=tags)

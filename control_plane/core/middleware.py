@@ -40,3 +40,24 @@ class RequestIdMiddleware:
             return response
         finally:
             reset_request_id(token)
+
+
+class RejectNulMiddleware:
+    """PostgreSQL text cannot hold NUL: a query string or path carrying one is answered 400
+    here, once, instead of failing as a database error wherever it lands."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in value for value in values)
+            for key, values in request.GET.lists()
+        ):
+            from django.http import JsonResponse
+
+            from control_plane.core.errors import error_body
+
+            message = "NUL characters are not allowed in URLs."
+            return JsonResponse(error_body("bad_request", message), status=400)
+        return self.get_response(request)

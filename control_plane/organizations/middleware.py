@@ -10,6 +10,7 @@ request runs with just `flowpilot.user_id` set (a user may list their own member
 
 from __future__ import annotations
 
+from django.core.validators import slug_re
 from django.db import transaction
 from django.http import JsonResponse
 from django.urls import Resolver404, resolve
@@ -43,6 +44,8 @@ class OrganizationContextMiddleware:
             if not getattr(view_class, "tenant_scoped", False):
                 return self._respond(request)
             slug = match.kwargs.get("org") or request.headers.get(ORG_HEADER, "").strip()
+            if slug and not slug_re.match(slug):
+                return _not_found()  # no organization has it (and it may not reach SQL: NUL)
             if slug:
                 membership = selectors.membership_for(user=user, slug=slug)
             else:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.validators import slug_re
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -36,9 +37,9 @@ def memberships_of(*, user: User) -> QuerySet[OrganizationMember]:
 
 def member_list(*, role: str | None = None, department_id: str | None = None):
     qs = OrganizationMember.objects.select_related("user", "department").order_by("user__email")
-    if role:
-        qs = qs.filter(role=role)
-    if department_id and department_id.isdigit():
+    if role:  # role keys are slugs; anything else (a NUL byte, say) matches no one
+        qs = qs.filter(role=role) if slug_re.match(role) else qs.none()
+    if department_id and department_id.isdecimal():  # isdigit() lets "²" through to int()
         qs = qs.filter(department_id=int(department_id))
     return qs
 

@@ -395,4 +395,5 @@ def quota_update(*, organization: Organization, plan: str | None = None, **limit
         if field not in QUOTA_FIELDS:
             raise ValueError(f"not a quota field: {field}")
         setattr(quota, field, value)
+    quota.full_clean()  # the database's integer ranges: a 400, not a DataError
     quota.save()

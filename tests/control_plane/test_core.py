@@ -140,3 +140,14 @@ def test_logged_requests_leave_out_the_query_string():
     line = JsonFormatter().format(record)
     assert "SECRET-CODE" not in line
     assert json.loads(line)["request"] == "GET /api/v1/auth/oidc/sso/callback"
+
+
+@pytest.mark.django_db
+def test_nul_characters_are_a_400_not_a_database_error(api, published):
+    """PostgreSQL text cannot hold NUL; it is refused at the door, in URLs and in JSON."""
+    in_query = api.get("/api/v1/workflows?status=%00")
+    assert in_query.status_code == 400 and in_query.json()["error"]["code"] == "bad_request"
+    in_body = api.post(
+        "/api/v1/workflows", {"name": "a\x00b", "definition": {"steps": []}}, format="json"
+    )
+    assert in_body.status_code == 400 and in_body.json()["error"]["code"] == "parse_error"

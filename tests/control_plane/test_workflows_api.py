@@ -49,9 +49,8 @@ def test_create_publish_run_and_read_execution(api):
 
 
 def test_execution_detail_shows_steps(api, published):
-    from control_plane.executions.services import step_finished
-
     from control_plane.core.tenancy import tenant_context
+    from control_plane.executions.services import step_finished
 
     execution = run_workflow(published)
     with tenant_context(published.organization_id):

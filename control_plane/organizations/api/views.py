@@ -82,6 +82,12 @@ class MemberDetailApi(TenantApi):
 
     required_permissions = {"GET": "member.read", "PATCH": "member.manage", "DELETE": "member.read"}
 
+    def permissions(self) -> frozenset[str]:
+        permissions = super().permissions()
+        if self.request.method == "DELETE" and self.kwargs.get("member_id") == self.membership.pk:
+            return permissions | {self.required_permissions["DELETE"]}  # leaving: anyone may
+        return permissions
+
     def _member(self, member_id: int):
         member = selectors.member_list().filter(pk=member_id).first()
         if member is None:
