@@ -85,7 +85,8 @@ def organization_update(*, organization: Organization, **changes) -> Organizatio
 # -- roles and permissions -----------------------------------------------------------------------
 
 
-def role_permissions(*, organization_id: int, role: str) -> frozenset[str]:
+def role_permissions(*, role: str) -> frozenset[str]:
+    """The permissions of a built-in role, or of a custom role of the organization in context."""
     if role in BUILTIN_ROLES:
         return BUILTIN_ROLES[role].permissions
     custom = Role.objects.filter(key=role).values_list("permissions", flat=True).first()
@@ -244,8 +245,10 @@ def invitation_create(
     _owner_rule(actor, role)
     if OrganizationMember.objects.filter(user__email=email).exists():
         raise ConflictError(f"{email} is already a member.", fields={"email": ["already a member"]})
-    if Invitation.objects.filter(email=email, accepted_at=None, revoked_at=None).exists():
-        open_invitation = Invitation.objects.get(email=email, accepted_at=None, revoked_at=None)
+    open_invitation = Invitation.objects.filter(
+        email=email, accepted_at=None, revoked_at=None
+    ).first()
+    if open_invitation is not None:
         if open_invitation.expires_at > timezone.now():
             raise ConflictError(
                 f"{email} has an open invitation; revoke it to send a new one.",

@@ -43,9 +43,7 @@ class TenantApi(APIView):
 
     def permissions(self) -> frozenset[str]:
         if not hasattr(self, "_permissions"):
-            self._permissions = services.role_permissions(
-                organization_id=self.organization.pk, role=self.membership.role
-            )
+            self._permissions = services.role_permissions(role=self.membership.role)
         return self._permissions
 
     def dispatch(self, request, *args, **kwargs):
