@@ -9,8 +9,9 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,54 @@ def private_home(home: Path | None, keep: bool) -> Iterator[Path]:
             if sock != path / "pg":
                 shutil.rmtree(sock, ignore_errors=True)
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def database_and_children() -> Iterator[tuple[Any, list]]:
+    """The embedded database (started if needed, migrated) and a list for the benchmark's
+    child processes; on the way out the children are stopped, then the database if started
+    here."""
+    from flowpilot import config, processes, runtime
+
+    cfg = config.load()
+    started_db = False
+    children: list = []
+    try:
+        started_db = runtime.start_database(cfg)
+        runtime.migrate()
+        yield cfg, children
+    finally:
+        for child in reversed(children):
+            processes.stop(child)
+        runtime.stop_database(cfg, started_db)
+
+
+def hammer(
+    base_url: str, senders: list[Callable[[Any], Any]], seconds: float
+) -> tuple[float, list[float], dict[int, int]]:
+    """One thread per sender, each calling it in a loop with its own httpx.Client for `seconds`.
+    Returns (requests per second, latencies in seconds, count per status code)."""
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(send: Callable[[Any], Any]) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            while time.monotonic() < stop_at:
+                started = time.perf_counter()
+                status = send(client).status_code
+                elapsed = time.perf_counter() - started
+                with lock:
+                    latencies.append(elapsed)
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(send,)) for send in senders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies) / (time.monotonic() - started), latencies, statuses

@@ -32,11 +32,17 @@ import argparse
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
-from _common import machine, percentile, private_home, wait_for_health
+from _common import (
+    database_and_children,
+    hammer,
+    machine,
+    percentile,
+    private_home,
+    wait_for_health,
+)
 
 PASSWORD = "violet-harbour-lantern-42"
 # label -> (hasher, its parameters); Argon2 as (memory KiB, passes, lanes).
@@ -83,43 +89,16 @@ def hasher_costs(checks: int) -> None:
         print(f"  {label:<40} {wall * 1000:>6.1f} ms {cpu * 1000:>6.1f} ms {2 / cpu:>7.1f}/s")
 
 
-def hammer(base_url: str, bodies: list[dict], seconds: float) -> tuple[float, list[float], dict]:
-    """Each thread posts its own body in a loop; returns (req/s, latencies, status counts)."""
-    import httpx
-
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def worker(body: dict) -> None:
-        with httpx.Client(base_url=base_url, timeout=60) as client:
-            while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                response = client.post("/api/v1/auth/login", json=body)
-                elapsed = time.perf_counter() - started
-                with lock:
-                    latencies.append(elapsed)
-                    statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(body,)) for body in bodies]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies) / (time.monotonic() - started), latencies, statuses
+def login_senders(bodies: list[dict]) -> list:
+    """One sender per client thread, each signing in with its own body."""
+    path = "/api/v1/auth/login"
+    return [lambda client, body=body: client.post(path, json=body) for body in bodies]
 
 
 def run(args: argparse.Namespace, home: Path) -> int:
-    from flowpilot import config, processes, runtime
+    from flowpilot import processes, runtime
 
-    cfg = config.load()
-    started_db = False
-    children: list = []
-    try:
-        started_db = runtime.start_database(cfg)
-        runtime.migrate()
+    with database_and_children() as (cfg, children):
         from control_plane.users.models import LoginAttempt, User
 
         hasher_costs(args.checks)
@@ -138,28 +117,26 @@ def run(args: argparse.Namespace, home: Path) -> int:
         wait_for_health(cfg, children)
 
         base = cfg.control_plane_url
-        hammer(base, [{"email": e, "password": PASSWORD} for e in emails], 1.0)  # warm-up
-        rounds = {
-            "ok": [{"email": e, "password": PASSWORD} for e in emails],
-            "wrong": [{"email": e, "password": "not-it"} for e in emails],
-            "locked": [{"email": e, "password": PASSWORD} for e in emails],
-        }
+        correct = [{"email": e, "password": PASSWORD} for e in emails]
+        hammer(base, login_senders(correct), 1.0)  # warm-up
+        # (round, bodies, LOGIN_MAX_FAILURES_PER_ACCOUNT): the wrong-password round lifts the
+        # account limit far enough that every guess is checked rather than refused.
+        rounds = [
+            ("ok", correct, None),
+            ("wrong", [{"email": e, "password": "not-it"} for e in emails], "1000000"),
+            ("locked", correct, None),
+        ]
         results = {}
-        for name, bodies in rounds.items():
-            if name == "wrong":
-                # Lift the account limit far enough for a full round of checked guesses.
-                children[0].terminate()
-                children[0].wait()
-                env["LOGIN_MAX_FAILURES_PER_ACCOUNT"] = "1000000"
-                children[0] = processes.spawn(uvicorn, env, log_file=log_dir / "uvicorn.log")
+        for name, bodies, account_limit in rounds:
+            limit = env.get("LOGIN_MAX_FAILURES_PER_ACCOUNT")
+            if account_limit != limit:
+                env.pop("LOGIN_MAX_FAILURES_PER_ACCOUNT", None)
+                if account_limit:
+                    env["LOGIN_MAX_FAILURES_PER_ACCOUNT"] = account_limit
+                processes.stop(children.pop())
+                children.append(processes.spawn(uvicorn, env, log_file=log_dir / "uvicorn.log"))
                 wait_for_health(cfg, children)
-            if name == "locked":
-                children[0].terminate()
-                children[0].wait()
-                env.pop("LOGIN_MAX_FAILURES_PER_ACCOUNT")
-                children[0] = processes.spawn(uvicorn, env, log_file=log_dir / "uvicorn.log")
-                wait_for_health(cfg, children)
-            results[name] = hammer(base, bodies, args.seconds)
+            results[name] = hammer(base, login_senders(bodies), args.seconds)
 
         print(
             f"\nLogin over HTTP: uvicorn --workers {args.workers}, {args.concurrency} client "
@@ -176,10 +153,6 @@ def run(args: argparse.Namespace, home: Path) -> int:
         print(f"  login attempts recorded: {LoginAttempt.objects.count()}")
         runtime.close_db()
         return 0
-    finally:
-        for child in reversed(children):
-            processes.stop(child)
-        runtime.stop_database(cfg, started_db)
 
 
 def main(argv: list[str] | None = None) -> int:

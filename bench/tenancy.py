@@ -29,11 +29,17 @@ import argparse
 import os
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 
-from _common import machine, percentile, private_home, wait_for_health
+from _common import (
+    database_and_children,
+    hammer,
+    machine,
+    percentile,
+    private_home,
+    wait_for_health,
+)
 
 
 def populate(orgs: int, per_org: int) -> tuple[list[int], str, str]:
@@ -130,43 +136,10 @@ def query_costs(ids: list[int], iterations: int) -> None:
         print(f"  {label:<46} {p50:7.2f} {p95:7.2f}")
 
 
-def hammer(base: str, token: str, path: str, headers: dict, threads: int, seconds: float):
-    import httpx
-
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def worker() -> None:
-        with httpx.Client(
-            base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}", **headers}
-        ) as client:
-            while time.monotonic() < stop_at:
-                started = time.perf_counter()
-                code = client.get(path).status_code
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-                    statuses[code] = statuses.get(code, 0) + 1
-
-    started = time.monotonic()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return len(latencies) / (time.monotonic() - started), latencies, statuses
-
-
 def run(args: argparse.Namespace, home: Path) -> int:
-    from flowpilot import config, processes, runtime
+    from flowpilot import processes, runtime
 
-    cfg = config.load()
-    started_db = False
-    children: list = []
-    try:
-        started_db = runtime.start_database(cfg)
-        runtime.migrate()
+    with database_and_children() as (cfg, children):
         ids, token, slug = populate(args.orgs, args.executions)
         query_costs(ids, args.iterations)
         runtime.close_db()
@@ -183,7 +156,12 @@ def run(args: argparse.Namespace, home: Path) -> int:
             (f"/api/v1/orgs/{slug}/executions?page_size=50", {}, "org URL, page of 50"),
             ("/api/v1/executions?page_size=50", {"X-Organization": slug}, "header, page of 50"),
         ]
-        hammer(base, token, rounds[1][0], {}, args.concurrency, 1.0)  # warm-up
+
+        def senders(path: str, headers: dict) -> list:
+            headers = {"Authorization": f"Bearer {token}", **headers}
+            return [lambda client: client.get(path, headers=headers)] * args.concurrency
+
+        hammer(base, senders(rounds[1][0], {}), 1.0)  # warm-up
         print(
             f"\nHTTP: uvicorn --workers {args.workers}, {args.concurrency} client threads on the "
             f"same machine, {args.seconds:g}s per round"
@@ -191,16 +169,10 @@ def run(args: argparse.Namespace, home: Path) -> int:
         print(f"machine: {machine()}")
         print(f"  {'request':<40} {'req/s':>7} {'p50':>9} {'p95':>9}  statuses")
         for path, headers, label in rounds:
-            rate, latencies, statuses = hammer(
-                base, token, path, headers, args.concurrency, args.seconds
-            )
+            rate, latencies, statuses = hammer(base, senders(path, headers), args.seconds)
             p50, p95 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.95) * 1000
             print(f"  {label:<40} {rate:7.1f} {p50:7.1f}ms {p95:7.1f}ms  {statuses}")
         return 0
-    finally:
-        for child in reversed(children):
-            processes.stop(child)
-        runtime.stop_database(cfg, started_db)
 
 
 def main(argv: list[str] | None = None) -> int:

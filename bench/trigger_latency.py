@@ -45,7 +45,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from _common import machine, percentile, private_home, wait_for_health
+from _common import database_and_children, machine, percentile, private_home, wait_for_health
 
 RUN_TIMEOUT = 180.0  # seconds for one execution (the warm-up includes loading the code location)
 POLL_INTERVAL = 0.05
@@ -92,7 +92,7 @@ class Bench:
         return created_at, started if started is not None else math.nan
 
     def run_once(self, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-        from control_plane.executions.models import WorkflowExecution
+        from control_plane.executions.models import ExecutionStep, WorkflowExecution
 
         body = {"inputs": {"name": "bench", "url": f"{self.echo_url}/echo"}}
         t0 = time.time()
@@ -103,7 +103,8 @@ class Bench:
         execution_id = response.json()["id"]
         deadline = time.monotonic() + timeout
         while True:
-            execution = WorkflowExecution.objects.unscoped().get(pk=execution_id)
+            # The benchmark watches as a system observer (the owner role, past row security).
+            execution = WorkflowExecution.objects.unscoped().using("owner").get(pk=execution_id)
             if execution.status in WorkflowExecution.FINISHED:
                 break
             if time.monotonic() > deadline:
@@ -114,7 +115,12 @@ class Bench:
             self.check_children()
             time.sleep(POLL_INTERVAL)
         run_created, run_start = self.dagster_run_times(execution.dagster_run_id)
-        steps = list(execution.steps.order_by("position"))
+        steps = list(
+            ExecutionStep.objects.unscoped()
+            .using("owner")
+            .filter(execution=execution)
+            .order_by("position")
+        )
         started = [s.started_at for s in steps if s.started_at is not None]
         first_step = min(started).timestamp() - t0 if started else math.nan
         return {
@@ -134,14 +140,9 @@ class Bench:
 
 
 def run(args: argparse.Namespace, home: Path) -> int:
-    from flowpilot import config, processes, runtime
+    from flowpilot import processes, runtime
 
-    cfg = config.load()
-    started_db = False
-    children: list = []
-    try:
-        started_db = runtime.start_database(cfg)
-        runtime.migrate()
+    with database_and_children() as (cfg, children):
         from control_plane.core.seed import seed_demo
         from flowpilot.echo_server import EchoServer
 
@@ -197,10 +198,6 @@ def run(args: argparse.Namespace, home: Path) -> int:
         report(results, args.gap)
         failures = [r for r in results if r["status"] != "success"]
         return 1 if failures else 0
-    finally:
-        for child in reversed(children):
-            processes.stop(child)
-        runtime.stop_database(cfg, started_db)
 
 
 def report(results: list[dict[str, Any]], gap: float) -> None:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from control_plane.core.errors import ApplicationError, ConflictError, NotFoundError
+from control_plane.core.services import model_update
 from control_plane.core.tenancy import tenant_context
 from control_plane.organizations.models import (
     PLAN_LIMITS,
@@ -73,13 +74,7 @@ def organization_create(
 
 @transaction.atomic
 def organization_update(*, organization: Organization, **changes) -> Organization:
-    for field, value in changes.items():
-        if field not in {"name", "settings"}:
-            raise ValueError(f"not an editable organization field: {field}")
-        setattr(organization, field, value)
-    organization.full_clean()
-    organization.save(update_fields=list(changes))
-    return organization
+    return model_update(organization, changes, fields=("name", "settings"))
 
 
 # -- roles and permissions -----------------------------------------------------------------------
@@ -139,11 +134,7 @@ def role_update(*, key: str, **changes) -> Role:
     role = _custom_role(key)
     if "permissions" in changes:
         changes["permissions"] = _check_permissions(changes["permissions"])
-    for field, value in changes.items():
-        setattr(role, field, value)
-    role.full_clean()
-    role.save()
-    return role
+    return model_update(role, changes, fields=("name", "description", "permissions"))
 
 
 @transaction.atomic
@@ -357,11 +348,7 @@ def department_update(*, department_id: int, **changes) -> Department:
         and Department.objects.filter(name=changes["name"]).exclude(pk=department_id).exists()
     ):
         raise ConflictError(f"The department '{changes['name']}' exists.")
-    for field, value in changes.items():
-        setattr(department, field, value)
-    department.full_clean()
-    department.save()
-    return department
+    return model_update(department, changes, fields=("name", "description"))
 
 
 @transaction.atomic

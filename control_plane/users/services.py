@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from control_plane.core.errors import ApplicationError
+from control_plane.core.services import model_update
 from control_plane.users import emails, tokens
 from control_plane.users.login import normalise_email
 from control_plane.users.models import (
@@ -103,14 +104,7 @@ PROFILE_FIELDS = ("name", "avatar_url", "time_zone", "locale")
 
 @transaction.atomic
 def user_update(*, user: User, **changes) -> User:
-    unknown = set(changes) - set(PROFILE_FIELDS)
-    if unknown:
-        raise ValueError(f"not profile fields: {sorted(unknown)}")
-    for field, value in changes.items():
-        setattr(user, field, value)
-    user.full_clean(exclude=["password"])
-    user.save(update_fields=list(changes))
-    return user
+    return model_update(user, changes, fields=PROFILE_FIELDS, exclude=["password"])
 
 
 @transaction.atomic

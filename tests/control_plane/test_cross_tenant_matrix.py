@@ -15,7 +15,6 @@ import json
 import re
 
 import pytest
-from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from control_plane.core.tenancy import tenant_context
@@ -28,6 +27,7 @@ from control_plane.organizations.models import (
     Role,
 )
 from control_plane.workflows.models import Workflow, WorkflowVersion
+from tests.api_routes import api_routes
 from tests.conftest import bearer_token
 from tests.factories import THREE_STEPS, make_member, make_published_workflow, run_workflow
 
@@ -70,22 +70,6 @@ BODIES = {
     "patch": {"name": f"pwned {SECRET}", "role": "viewer"},
     "post": {"inputs": {}, "name": "pwned", "email": "x@pwned.test", "key": "pwned"},
 }
-
-
-def api_routes() -> list[tuple[str, type]]:
-    """(route under api/v1/, view class) for every API URL pattern."""
-    routes = []
-
-    def walk(patterns, prefix: str) -> None:
-        for pattern in patterns:
-            route = prefix + str(pattern.pattern)
-            if isinstance(pattern, URLResolver):
-                walk(pattern.url_patterns, route)
-            elif isinstance(pattern, URLPattern) and route.startswith("api/v1/"):
-                routes.append((route.removeprefix("api/v1/"), pattern.callback.view_class))
-
-    walk(get_resolver().url_patterns, "")
-    return routes
 
 
 @pytest.fixture
