@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from control_plane.core.api.views import HealthzApi, ReadyzApi
 from control_plane.organizations.api import urls as organization_urls
+from control_plane.workflows.api import urls as workflow_urls
 
 handler400 = "control_plane.core.errors.json_400"
 handler403 = "control_plane.core.errors.json_403"
@@ -22,6 +23,7 @@ tenant_urls = [
 api_v1 = [
     path("", include("control_plane.users.api.urls")),
     *organization_urls.account_urls,
+    *workflow_urls.account_urlpatterns,
     organization_urls.organization_detail,
     path("orgs/<slug:org>/", include((tenant_urls, "org"))),
     path("", include((tenant_urls, "default-org"))),

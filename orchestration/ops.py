@@ -69,6 +69,25 @@ def run_step(
     execution_id = control_plane.execution_for_run(
         run_id=context.run_id, tags=context.run.tags, inputs=inputs
     )
+    record = {
+        "execution_id": execution_id,
+        "organization_id": spec.organization_id,
+        "step_id": step.id,
+        "step_type": step.type,
+        "position": position,
+    }
+    # Variables are read when the step runs, never put in run config: secrets stay out of
+    # Dagster. Fetched once per run, and only by steps whose templates use them.
+    variables = templating.Variables()
+    if _uses_variables(step):
+        try:
+            variables = control_plane.variables_for_run(
+                run_id=context.run_id,
+                organization_id=spec.organization_id,
+                workflow_id=spec.workflow_id,
+            )
+        except Exception as exc:
+            _fail(control_plane, record, f"variables: {type(exc).__name__}: {exc}", variables)
     # Each op passes on the outputs of all its ancestors, so templates can reach any of them.
     steps: dict[str, Any] = {}
     for outputs in upstream.values():
@@ -78,20 +97,14 @@ def run_step(
         "steps": steps,
         "run": {"id": context.run_id, "execution_id": execution_id},
         "workflow": {"slug": spec.workflow_slug, "version": spec.version},
-    }
-    record = {
-        "execution_id": execution_id,
-        "organization_id": spec.organization_id,
-        "step_id": step.id,
-        "step_type": step.type,
-        "position": position,
+        "vars": variables,
     }
 
     if step.when:
         try:
             go = templating.truthy(step.when, template_context)
         except templating.TemplateError as exc:
-            _fail(control_plane, record, f"when: {exc}")
+            _fail(control_plane, record, f"when: {exc}", variables)
         if not go:
             control_plane.step_finished(**record, status="skipped")
             context.log.info(f"step '{step.id}' skipped: condition {step.when!r} is false")
@@ -105,7 +118,7 @@ def run_step(
         )
         runtime = StepRuntime(
             resources={key: getattr(context.resources, key) for key in step_type.resources},
-            log=context.log,
+            log=_RedactingLog(context.log, variables) if _has_secrets(variables) else context.log,
             run_id=context.run_id,
             step_id=step.id,
         )
@@ -118,7 +131,7 @@ def run_step(
             )
     except Exception as exc:  # every failure is recorded on the step, then fails the op
         message = str(exc) if isinstance(exc, StepFailure) else f"{type(exc).__name__}: {exc}"
-        _fail(control_plane, record, message)
+        _fail(control_plane, record, message, variables)
     control_plane.step_finished(**record, status="success", output=output)
     yield Output({**steps, step.id: {"output": output}}, "result")
 
@@ -137,6 +150,46 @@ def _run_with_timeout(step: StepSpec, call):
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _fail(control_plane, record: dict, message: str):
+def _uses_variables(step: StepSpec) -> bool:
+    texts = [text for _, text in templating.template_strings(step.config)]
+    if step.when:
+        texts.append(step.when)
+    return any(templating.mentions_variables(text) for text in texts)
+
+
+def _has_secrets(variables: templating.Variables) -> bool:
+    return bool(templating.secret_texts(variables))
+
+
+def _fail(control_plane, record: dict, message: str, variables: templating.Variables):
+    """Record the failure and fail the op. A message may quote a secret (a validation error
+    shows the rendered value, an HTTP error the echoed request): it is redacted, and the
+    original exception is not chained, so its text never reaches Dagster's event log."""
+    message = templating.redact(message, variables)
     control_plane.step_finished(**record, status="failure", error=message)
-    raise Failure(description=f"step '{record['step_id']}' failed: {message}")
+    failure = Failure(description=f"step '{record['step_id']}' failed: {message}")
+    if _has_secrets(variables):
+        raise failure from None
+    raise failure
+
+
+class _RedactingLog:
+    """The op's logger as steps see it when the run has secrets: messages are redacted before
+    they become Dagster log events."""
+
+    _LEVELS = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception"})
+
+    def __init__(self, log, variables: templating.Variables):
+        self._log = log
+        self._variables = variables
+
+    def __getattr__(self, name: str):
+        method = getattr(self._log, name)
+        if name not in self._LEVELS:
+            return method
+
+        def logged(message: Any, *args: Any, **kwargs: Any) -> None:
+            text = str(message) % args if args else str(message)
+            method(templating.redact(text, self._variables), **kwargs)
+
+        return logged

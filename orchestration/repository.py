@@ -13,13 +13,21 @@ from dagster import JobDefinition, RepositoryDefinition, repository
 from orchestration.maintenance import make_identity_cleanup
 from orchestration.rendering import build_job
 from resources.control_plane import ControlPlaneResource
+from resources.email import EmailResource
 from resources.http import HttpResource
+from resources.slack import SlackResource
 from sensors.execution_status import make_execution_status_sensors
 from sensors.trigger_events import make_trigger_event_sensor
 
 
 def default_resources(control_plane: ControlPlaneResource) -> dict[str, Any]:
-    return {"control_plane": control_plane, "http": HttpResource()}
+    """One resource per outside system; secrets come from the environment when used."""
+    return {
+        "control_plane": control_plane,
+        "http": HttpResource(),
+        "email": EmailResource(settings_module=control_plane.settings_module),
+        "slack": SlackResource(),
+    }
 
 
 def make_repository(

@@ -9,6 +9,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from orchestration.steps.definition import WorkflowSpec
+from orchestration.steps.templating import Variables
 from resources.django_setup import ensure_django
 
 
@@ -24,6 +25,7 @@ class ControlPlaneResource(ConfigurableResource):
     settings_module: str = "control_plane.settings.dev"
 
     _executions: dict[str, int] = PrivateAttr(default_factory=dict)
+    _variables: dict[str, Variables] = PrivateAttr(default_factory=dict)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         ensure_django(self.settings_module)
@@ -84,6 +86,24 @@ class ControlPlaneResource(ConfigurableResource):
                     run_id=run_id, tags=dict(tags), inputs=inputs
                 )
         return self._executions[run_id]
+
+    def variables_for_run(
+        self, *, run_id: str, organization_id: int, workflow_id: int
+    ) -> Variables:
+        """The run's `vars` (the workflow's own over the organization's), secrets decrypted,
+        read once per run so every step of it sees the same values. They stay in this process:
+        nothing of them goes into run config, tags or events."""
+        if run_id not in self._variables:
+            self._ready()
+            from control_plane.core.tenancy import tenant_context
+            from control_plane.workflows.variables import run_variables
+
+            with tenant_context(organization_id):
+                values, secret = run_variables(
+                    organization_id=organization_id, workflow_id=workflow_id
+                )
+            self._variables[run_id] = Variables(values, secret=secret)
+        return self._variables[run_id]
 
     def step_started(self, *, organization_id: int, **kwargs: Any) -> None:
         self._ready()

@@ -25,3 +25,24 @@ class StrictJSONParser(JSONParser):
         if _has_nul(data):
             raise ParseError("JSON strings may not contain NUL characters (\\u0000).")
         return data
+
+
+class YAMLParser(StrictJSONParser):
+    """YAML documents (safe subset: plain data, no tags), held to the same NUL rule."""
+
+    media_type = "application/yaml"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        import yaml
+
+        try:
+            data = yaml.safe_load(stream.read().decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ParseError(f"YAML parse error: {str(exc).splitlines()[0]}") from None
+        if _has_nul(data):
+            raise ParseError("YAML strings may not contain NUL characters.")
+        return data
+
+
+class TextYAMLParser(YAMLParser):
+    media_type = "text/yaml"

@@ -202,6 +202,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["control_plane.core.parsers.StrictJSONParser"],
     "UNAUTHENTICATED_USER": None,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "URL_FORMAT_OVERRIDE": None,  # `?format=` belongs to the views (export), not to DRF
 }
 
 SPECTACULAR_SETTINGS = {
@@ -214,6 +215,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "MemberStatusEnum": "control_plane.organizations.models.OrganizationMember.Status",
+        "WorkflowStatusEnum": "control_plane.workflows.models.Workflow.Status",
+        "TriggerKindEnum": "control_plane.workflows.models.WorkflowTrigger.Kind",
+        "TriggerEventKindEnum": "control_plane.executions.models.TriggerEvent.Kind",
+        "ExecutionStatusEnum": "control_plane.executions.models.WorkflowExecution.Status",
     },
 }
 

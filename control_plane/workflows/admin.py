@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from control_plane.workflows.models import Workflow, WorkflowVersion
+from control_plane.workflows.models import (
+    Workflow,
+    WorkflowTemplate,
+    WorkflowTrigger,
+    WorkflowVariable,
+    WorkflowVersion,
+)
 
 
 class VersionInline(admin.TabularInline):
@@ -20,3 +26,26 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_filter = ("status",)
     search_fields = ("slug", "name")
     inlines = [VersionInline]
+
+
+@admin.register(WorkflowVariable)
+class WorkflowVariableAdmin(admin.ModelAdmin):
+    list_display = ("name", "organization", "workflow", "type", "is_secret", "updated_at")
+    list_filter = ("type", "is_secret")
+    search_fields = ("name", "organization__slug")
+    exclude = ("secret_value",)  # never shown; set it through the API
+
+
+@admin.register(WorkflowTrigger)
+class WorkflowTriggerAdmin(admin.ModelAdmin):
+    list_display = ("workflow", "kind", "name", "enabled", "event_type", "last_triggered_at")
+    list_filter = ("kind", "enabled")
+    search_fields = ("name", "workflow__slug", "event_type")
+    exclude = ("webhook_token", "webhook_token_hash", "signing_secret")
+
+
+@admin.register(WorkflowTemplate)
+class WorkflowTemplateAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "category", "organization", "updated_at")
+    list_filter = ("category",)
+    search_fields = ("slug", "name")

@@ -20,7 +20,7 @@ class Workflow(models.Model):
     slug = models.SlugField(max_length=60)
     description = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
-    draft_definition = models.JSONField(default=dict)
+    draft_definition = models.JSONField(default=dict, blank=True)  # a draft may be empty
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -168,7 +168,7 @@ class WorkflowTrigger(models.Model):
 
 class WorkflowTemplate(models.Model):
     """An organization's own template. The built-in gallery ships as files with the code
-    (control_plane/workflows/templates/); both kinds share one API."""
+    (control_plane/workflows/gallery/); both kinds share one API."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     slug = models.SlugField(max_length=60)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import Organization
@@ -8,9 +8,31 @@ from control_plane.workflows.models import Workflow, WorkflowVersion
 from orchestration.steps.definition import WorkflowSpec, job_name_for
 
 
-def workflow_list(*, organization: Organization, status: str | None = None) -> QuerySet[Workflow]:
-    qs = Workflow.objects.filter(organization=organization).order_by("-updated_at", "-id")
-    return qs.filter(status=status) if status else qs
+def workflow_list(
+    *,
+    organization: Organization,
+    status: str | None = None,
+    search: str | None = None,
+    owner_id: str | None = None,
+    department_id: str | None = None,
+) -> QuerySet[Workflow]:
+    """The organization's workflows, newest change first, filtered. Filter values that cannot
+    match (a non-numeric id) match nothing rather than erroring."""
+    qs = (
+        Workflow.objects.filter(organization=organization)
+        .select_related("owner", "department")
+        .order_by("-updated_at", "-id")
+    )
+    if status:
+        qs = qs.filter(status=status)
+    if search:
+        qs = qs.filter(
+            Q(name__icontains=search) | Q(slug__icontains=search) | Q(description__icontains=search)
+        )
+    for field, value in (("owner_id", owner_id), ("department_id", department_id)):
+        if value:
+            qs = qs.filter(**{field: int(value)}) if value.isdecimal() else qs.none()
+    return qs
 
 
 def workflow_get(*, organization: Organization, workflow_id: int) -> Workflow:

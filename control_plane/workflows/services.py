@@ -7,21 +7,26 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from control_plane.core import dagster
-from control_plane.core.errors import ApplicationError, ConflictError
+from control_plane.core.errors import ApplicationError, ConflictError, NotFoundError
 from control_plane.organizations.models import Organization
 from control_plane.users.models import User
 from control_plane.workflows.models import Workflow, WorkflowVersion
+from control_plane.workflows.variables import variable_names
 from orchestration.steps import definition as definitions
 
 log = logging.getLogger(__name__)
 
 
-def definition_errors(definition: Any) -> list[dict[str, Any]]:
-    return [error.as_dict() for error in definitions.validate(definition)]
+def definition_errors(
+    definition: Any, *, variables: set[str] | None = None
+) -> list[dict[str, Any]]:
+    return [error.as_dict() for error in definitions.validate(definition, variables=variables)]
 
 
-def raise_if_invalid(definition: Any, *, prefix: str = "definition") -> None:
-    errors = definitions.validate(definition)
+def raise_if_invalid(
+    definition: Any, *, prefix: str = "definition", variables: set[str] | None = None
+) -> None:
+    errors = definitions.validate(definition, variables=variables)
     if not errors:
         return
     fields: dict[str, list[str]] = {}
@@ -60,6 +65,7 @@ def workflow_create(
         description=description,
         draft_definition=definition or {},
         created_by=created_by,
+        owner=created_by,
     )
     workflow.full_clean(exclude=["organization", "created_by"], validate_unique=False)
     try:
@@ -72,16 +78,106 @@ def workflow_create(
     return workflow
 
 
+# Status changes a user may make, from -> to. Publishing is what makes a draft active.
+STATUS_CHANGES = {
+    Workflow.Status.ACTIVE: {Workflow.Status.PAUSED, Workflow.Status.ARCHIVED},
+    Workflow.Status.PAUSED: {Workflow.Status.ACTIVE, Workflow.Status.ARCHIVED},
+    Workflow.Status.DRAFT: {Workflow.Status.ARCHIVED},
+    Workflow.Status.ARCHIVED: {Workflow.Status.PAUSED, Workflow.Status.DRAFT},
+}
+
+
 @transaction.atomic
 def workflow_update(*, workflow: Workflow, **changes: Any) -> Workflow:
-    allowed = {"name", "description", "draft_definition"}
-    for field, value in changes.items():
+    """Change the draft and the workflow's details. Pausing or archiving takes the job out of
+    the Dagster code location (runs in flight finish); resuming puts it back."""
+    allowed = {"name", "description", "draft_definition", "owner", "department", "status"}
+    for field in changes:
         if field not in allowed:
             raise ApplicationError(f"'{field}' cannot be changed", fields={field: ["read-only"]})
+    status = changes.pop("status", workflow.status)
+    if status != workflow.status:
+        if status not in STATUS_CHANGES.get(workflow.status, set()):
+            raise ConflictError(
+                f"a {workflow.status} workflow cannot become {status}",
+                code="invalid_status_change",
+                fields={"status": [f"not allowed from {workflow.status}"]},
+            )
+        if status == Workflow.Status.ACTIVE and not workflow.versions.exists():
+            raise ConflictError(
+                "publish the workflow to make it active", fields={"status": ["not published"]}
+            )
+        if Workflow.Status.ACTIVE in (status, workflow.status):
+            transaction.on_commit(dagster.reload_code_location)
+        workflow.status = status
+    for field, value in changes.items():
         setattr(workflow, field, value)
     workflow.full_clean(exclude=["organization", "created_by"], validate_unique=False)
     workflow.save()
     return workflow
+
+
+@transaction.atomic
+def workflow_rollback(
+    *, workflow: Workflow, number: int, published_by: User | None
+) -> WorkflowVersion:
+    """Publish an earlier version's definition again, as the next version (history is never
+    rewritten). The draft becomes that definition too."""
+    old = workflow.versions.filter(number=number).first()
+    if old is None:
+        raise NotFoundError(f"version {number} not found")
+    workflow.draft_definition = old.definition
+    workflow.save(update_fields=["draft_definition", "updated_at"])
+    return workflow_publish(
+        workflow=workflow, published_by=published_by, changelog=f"roll back to version {number}"
+    )
+
+
+EXPORT_FORMAT = 1
+
+
+def workflow_export(*, workflow: Workflow) -> dict[str, Any]:
+    """The portable form of a workflow: what import needs to recreate it exactly."""
+    return {
+        "flowpilot_workflow": EXPORT_FORMAT,
+        "name": workflow.name,
+        "slug": workflow.slug,
+        "description": workflow.description,
+        "definition": workflow.draft_definition,
+    }
+
+
+def workflow_import(
+    *, organization: Organization, created_by: User | None, document: Any, slug: str = ""
+) -> Workflow:
+    """Create a draft from an exported document (JSON or YAML, already parsed)."""
+    if not isinstance(document, dict) or document.get("flowpilot_workflow") != EXPORT_FORMAT:
+        raise ApplicationError(
+            "not a FlowPilot workflow export (expected 'flowpilot_workflow: 1')",
+            code="invalid_import",
+            fields={"flowpilot_workflow": [f"must be {EXPORT_FORMAT}"]},
+        )
+    fields: dict[str, list[str]] = {}
+    for key, kind in (("name", str), ("slug", str), ("description", str), ("definition", dict)):
+        if key in document and not isinstance(document[key], kind):
+            fields[key] = [f"must be a {'string' if kind is str else 'mapping'}"]
+    unknown = set(document) - {"flowpilot_workflow", "name", "slug", "description", "definition"}
+    for key in sorted(unknown):
+        fields[key] = ["unknown field"]
+    if not document.get("name"):
+        fields.setdefault("name", ["required"])
+    if fields:
+        raise ApplicationError(
+            f"invalid import: {next(iter(fields))}", code="invalid_import", fields=fields
+        )
+    return workflow_create(
+        organization=organization,
+        created_by=created_by,
+        name=document["name"],
+        slug=slug or document.get("slug", ""),
+        description=document.get("description", ""),
+        definition=document.get("definition") or {},
+    )
 
 
 def workflow_publish(
@@ -91,7 +187,8 @@ def workflow_publish(
     caller_copy = workflow
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
-        raise_if_invalid(workflow.draft_definition)
+        names = variable_names(organization_id=workflow.organization_id, workflow=workflow)
+        raise_if_invalid(workflow.draft_definition, variables=names)
         digest = definitions.content_hash(workflow.draft_definition)
         latest = workflow.versions.order_by("-number").first()
         if latest and latest.content_hash == digest:

@@ -111,15 +111,18 @@ def _schema_errors(raw: Any, exc: ValidationError) -> list[DefinitionError]:
     return errors
 
 
-def parse(raw: Any) -> WorkflowDefinition:
+def parse(raw: Any, *, variables: set[str] | None = None) -> WorkflowDefinition:
     """Parse and fully validate; raises InvalidDefinition with every error found."""
-    errors = validate(raw)
+    errors = validate(raw, variables=variables)
     if errors:
         raise InvalidDefinition(errors)
     return WorkflowDefinition.model_validate(raw)
 
 
-def validate(raw: Any) -> list[DefinitionError]:
+def validate(raw: Any, *, variables: set[str] | None = None) -> list[DefinitionError]:
+    """Every error in a definition. `variables` are the names `{{ vars.x }}` may use (the
+    organization's and the workflow's): given, other names are errors; None skips that check,
+    for a definition checked without its workflow."""
     from orchestration.steps import REGISTRY
 
     if not isinstance(raw, dict):
@@ -184,9 +187,13 @@ def validate(raw: Any) -> list[DefinitionError]:
             )
         )
     else:
-        errors.extend(_reference_errors(definition, seen))
+        upstream = ancestors(definition)
+        errors.extend(_reference_errors(definition, upstream, variables))
+        errors.extend(_unreachable_errors(definition, upstream))
     for name, expression in definition.outputs.items():
-        errors.extend(_template_refs_errors(expression, f"outputs.{name}", None, definition, None))
+        errors.extend(
+            _template_refs_errors(expression, f"outputs.{name}", None, definition, None, variables)
+        )
     return errors
 
 
@@ -258,17 +265,54 @@ def ancestors(definition: WorkflowDefinition) -> dict[str, set[str]]:
     return {s.id: walk(s.id) for s in definition.steps}
 
 
-def _reference_errors(definition: WorkflowDefinition, ids: dict[str, int]) -> list[DefinitionError]:
-    upstream = ancestors(definition)
+def _reference_errors(
+    definition: WorkflowDefinition, upstream: dict[str, set[str]], variables: set[str] | None
+) -> list[DefinitionError]:
     errors: list[DefinitionError] = []
     for index, step in enumerate(definition.steps):
         base = f"steps[{index}]"
-        for path, text in templating.template_strings(step.config, f"{base}.config"):
-            errors.extend(_template_refs_errors(text, path, step.id, definition, upstream))
+        texts = templating.template_strings(step.config, f"{base}.config")
         if step.when:
+            texts.append((f"{base}.when", step.when))
+        for path, text in texts:
             errors.extend(
-                _template_refs_errors(step.when, f"{base}.when", step.id, definition, upstream)
+                _template_refs_errors(text, path, step.id, definition, upstream, variables)
             )
+    return errors
+
+
+def _unreachable_errors(
+    definition: WorkflowDefinition, upstream: dict[str, set[str]]
+) -> list[DefinitionError]:
+    """A step whose `when` is false whatever the run never runs, and Dagster skips everything
+    downstream of a skipped step: such steps are mistakes, so publishing refuses them."""
+    errors: list[DefinitionError] = []
+    never: set[str] = set()
+    for index, step in enumerate(definition.steps):
+        if step.when and templating.constant_truth(step.when) is False:
+            never.add(step.id)
+            errors.append(
+                DefinitionError(
+                    f"steps[{index}].when",
+                    f"condition {step.when!r} is always false: the step can never run",
+                    step.id,
+                )
+            )
+    if not never:
+        return errors
+    for index, step in enumerate(definition.steps):
+        causes = sorted(upstream.get(step.id, set()) & never)
+        if step.id in never or not causes:
+            continue
+        names = ", ".join(f"'{name}'" for name in causes)
+        errors.append(
+            DefinitionError(
+                f"steps[{index}].after",
+                f"the step can never run: upstream step {names} never runs "
+                "(its 'when' is always false)",
+                step.id,
+            )
+        )
     return errors
 
 
@@ -278,16 +322,34 @@ def _template_refs_errors(
     step_id: str | None,
     definition: WorkflowDefinition,
     upstream: dict[str, set[str]] | None,
+    variables: set[str] | None = None,
 ) -> list[DefinitionError]:
     try:
-        steps, inputs = templating.references(text)
+        found = templating.template_references(text)
     except templating.TemplateError as exc:
         return [DefinitionError(path, str(exc), step_id)]
     errors = []
     known_steps = {s.id for s in definition.steps}
-    for name in sorted(inputs - set(definition.inputs)):
+    for name in sorted(found.inputs - set(definition.inputs)):
         errors.append(DefinitionError(path, f"unknown input '{name}'", step_id))
-    for name in sorted(steps):
+    if found.whole_vars:
+        errors.append(
+            DefinitionError(
+                path,
+                "variables are read one by one, by a literal name: vars.<name> or vars['name']",
+                step_id,
+            )
+        )
+    if variables is not None:
+        for name in sorted(found.variables - set(variables)):
+            errors.append(
+                DefinitionError(
+                    path,
+                    f"unknown variable '{name}': define it for this workflow or the organization",
+                    step_id,
+                )
+            )
+    for name in sorted(found.steps):
         if name not in known_steps:
             errors.append(DefinitionError(path, f"unknown step '{name}'", step_id))
         elif upstream is not None and step_id is not None and name not in upstream[step_id]:

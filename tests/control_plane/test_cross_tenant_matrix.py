@@ -26,7 +26,14 @@ from control_plane.organizations.models import (
     OrganizationMember,
     Role,
 )
-from control_plane.workflows.models import Workflow, WorkflowVersion
+from control_plane.workflows import templates, triggers, variables
+from control_plane.workflows.models import (
+    Workflow,
+    WorkflowTemplate,
+    WorkflowTrigger,
+    WorkflowVariable,
+    WorkflowVersion,
+)
 from tests.api_routes import api_routes
 from tests.conftest import bearer_token
 from tests.factories import THREE_STEPS, make_member, make_published_workflow, run_workflow
@@ -62,6 +69,7 @@ ACCOUNT_ENDPOINTS = {
     "orgs",
     "invitations/accept",
     "permissions",
+    "workflows/schema",
 }
 SECRET = "acme-secret"
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -89,6 +97,28 @@ def world(org, other_org, user):
             description=SECRET,
         )
         owner = OrganizationMember.objects.get(user=user)
+        variable = variables.variable_create(
+            organization=org,
+            created_by=user,
+            workflow=workflow,
+            name="acme_secret_var",
+            value=SECRET,
+            is_secret=True,
+        )
+        variables.variable_create(
+            organization=org, created_by=user, name="acme_org_var", value=SECRET
+        )
+        trigger = triggers.trigger_create(
+            workflow=workflow, created_by=user, kind="webhook", name=SECRET, signing=True
+        )
+        templates.template_create(
+            organization=org,
+            created_by=user,
+            slug=f"{SECRET}-template",
+            name=SECRET,
+            description=SECRET,
+            definition={"steps": [], "note": SECRET},
+        )
         invitation, _ = organization_services.invitation_create(
             actor=owner, email=f"invitee@{SECRET}.test", role="viewer"
         )
@@ -103,6 +133,10 @@ def world(org, other_org, user):
         "invitation_id": invitation.pk,
         "department_id": department.pk,
         "role_key": role.key,
+        "number": 1,
+        "variable_id": variable.pk,
+        "trigger_id": trigger.pk,
+        "template_slug": f"{SECRET}-template",
     }
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {bearer_token(mallory)}")
@@ -123,6 +157,9 @@ def acme_snapshot(org) -> str:
             Department,
             Role,
             Invitation,
+            WorkflowVariable,
+            WorkflowTrigger,
+            WorkflowTemplate,
         )
     }
     return json.dumps(rows, sort_keys=True)

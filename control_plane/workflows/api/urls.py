@@ -1,6 +1,11 @@
 from django.urls import path
 
-from control_plane.workflows.api import views
+from control_plane.workflows.api import templates, triggers, variables, views
+
+# Not tied to an organization: the definition language itself.
+account_urlpatterns = [
+    path("workflows/schema", views.WorkflowSchemaApi.as_view(), name="workflow-schema"),
+]
 
 urlpatterns = [
     path("workflows", views.WorkflowListApi.as_view(), name="workflow-list"),
@@ -17,4 +22,24 @@ urlpatterns = [
         name="workflow-versions",
     ),
     path("workflows/<int:workflow_id>/run", views.WorkflowRunApi.as_view(), name="workflow-run"),
+    path(
+        "workflows/<int:workflow_id>/versions/<int:number>",
+        views.WorkflowVersionDetailApi.as_view(),
+        name="workflow-version-detail",
+    ),
+    path(
+        "workflows/<int:workflow_id>/versions/<int:number>/rollback",
+        views.WorkflowRollbackApi.as_view(),
+        name="workflow-rollback",
+    ),
+    path("workflows/<int:workflow_id>/diff", views.WorkflowDiffApi.as_view(), name="workflow-diff"),
+    path(
+        "workflows/<int:workflow_id>/export",
+        views.WorkflowExportApi.as_view(),
+        name="workflow-export",
+    ),
+    path("workflows/import", views.WorkflowImportApi.as_view(), name="workflow-import"),
+    *variables.urlpatterns,
+    *triggers.urlpatterns,
+    *templates.urlpatterns,
 ]
