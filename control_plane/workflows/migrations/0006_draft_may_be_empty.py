@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workflows', '0005_row_level_security'),
+        ("workflows", "0005_row_level_security"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='workflow',
-            name='draft_definition',
+            model_name="workflow",
+            name="draft_definition",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]
