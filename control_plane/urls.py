@@ -18,6 +18,7 @@ tenant_urls = [
     *organization_urls.tenant_urls,
     path("", include("control_plane.workflows.api.urls")),
     path("", include("control_plane.executions.api.urls")),
+    path("", include("control_plane.connectors.api.urls")),
 ]
 
 api_v1 = [

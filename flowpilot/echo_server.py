@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from flowpilot.local_http import LocalHTTPServer
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -25,8 +27,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/flaky/"):
             # /flaky/<key>/<n>: the first n calls for a key answer 503, then 200.
             _, _, key, failures = self.path.split("/", 3)
-            with self.server.lock:
-                seen = self.server.calls[key] = self.server.calls.get(key, 0) + 1
+            owner = self.server.owner
+            with owner.lock:
+                seen = owner.calls[key] = owner.calls.get(key, 0) + 1
             status = 503 if seen <= int(failures) else 200
         body = json.dumps(
             {"method": self.command, "path": self.path, "echo": echo, "headers": dict(self.headers)}
@@ -43,23 +46,10 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class EchoServer:
+class EchoServer(LocalHTTPServer):
+    handler = _Handler
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.calls = {}
-        self._server.lock = threading.Lock()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> EchoServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.calls: dict[str, int] = {}
+        self.lock = threading.Lock()
+        super().__init__(host, port)

@@ -112,15 +112,26 @@ def run_step(
 
     control_plane.step_started(**record)
     step_type = REGISTRY[step.type]
+    redaction = variables  # what messages are redacted with: vars, and credentials once read
     try:
         config = step_type.config_model.model_validate(
             templating.render(step.config, template_context)
         )
+        # A connector's credentials are read now, by name, and kept out of run config; they
+        # join the secrets redacted from the step's logs and failure messages.
+        credentials: dict[str, Any] = {}
+        connector = getattr(config, "connector", None) if step_type.connector_kind else None
+        if connector:
+            credentials = control_plane.connector_credentials(
+                run_id=context.run_id, organization_id=spec.organization_id, name=connector
+            )
+            redaction = templating.with_secrets(variables, credentials)
         runtime = StepRuntime(
             resources={key: getattr(context.resources, key) for key in step_type.resources},
-            log=_RedactingLog(context.log, variables) if _has_secrets(variables) else context.log,
+            log=_RedactingLog(context.log, redaction) if _has_secrets(redaction) else context.log,
             run_id=context.run_id,
             step_id=step.id,
+            credentials=credentials,
         )
         output = _run_with_timeout(step, lambda: step_type.run(config, runtime))
         output = output.model_dump(mode="json")
@@ -131,7 +142,7 @@ def run_step(
             )
     except Exception as exc:  # every failure is recorded on the step, then fails the op
         message = str(exc) if isinstance(exc, StepFailure) else f"{type(exc).__name__}: {exc}"
-        _fail(control_plane, record, message, variables)
+        _fail(control_plane, record, message, redaction)
     control_plane.step_finished(**record, status="success", output=output)
     yield Output({**steps, step.id: {"output": output}}, "result")
 

@@ -105,6 +105,24 @@ class ControlPlaneResource(ConfigurableResource):
             self._variables[run_id] = Variables(values, secret=secret)
         return self._variables[run_id]
 
+    def connector_credentials(
+        self, *, run_id: str, organization_id: int, name: str
+    ) -> dict[str, Any]:
+        """The decrypted credentials of the organization's connector `name`, for the step that
+        names it. Read when the step runs (a rotated token applies to the next step); they stay
+        in this process: never in run config, tags, logs or events."""
+        self._ready()
+        from control_plane.connectors.selectors import connector_credentials
+        from control_plane.core.errors import NotFoundError
+        from control_plane.core.tenancy import tenant_context
+        from orchestration.steps.base import StepFailure
+
+        try:
+            with tenant_context(organization_id):
+                return connector_credentials(organization_id=organization_id, name=name)
+        except NotFoundError as exc:
+            raise StepFailure(exc.message) from None
+
     def step_started(self, *, organization_id: int, **kwargs: Any) -> None:
         self._ready()
         from control_plane.core.tenancy import tenant_context

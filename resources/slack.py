@@ -41,8 +41,10 @@ class SlackResource(ConfigurableResource):
         url = self.base_url or os.environ.get(API_URL_ENV, "").strip() or DEFAULT_API_URL
         return url if url.endswith("/") else url + "/"
 
-    def _client(self):
-        token = os.environ.get(self.token_env_var, "").strip()
+    def _client(self, token: str | None = None):
+        """A client for `token` (a connector's, passed in by the step) or, without one, the
+        token in the environment variable."""
+        token = token or os.environ.get(self.token_env_var, "").strip()
         if not token:
             raise SlackError(
                 f"Slack is not configured: set the {self.token_env_var} environment variable "
@@ -59,16 +61,24 @@ class SlackResource(ConfigurableResource):
             )
         return self._clients[key]
 
-    def _call(self, method: str, body: dict[str, Any], channel: str | None) -> dict[str, Any]:
+    def _call(
+        self,
+        method: str,
+        body: dict[str, Any],
+        channel: str | None,
+        token: str | None = None,
+        token_source: str | None = None,
+    ) -> dict[str, Any]:
         from urllib.error import URLError
 
         from slack_sdk.errors import SlackApiError
 
-        client = self._client()
+        client = self._client(token)
+        source = token_source or ("the connector" if token else self.token_env_var)
         try:
             return dict(client.api_call(method, json=body).data)
         except SlackApiError as exc:
-            raise _slack_failure(method, channel, exc, self.token_env_var) from None
+            raise _slack_failure(method, channel, exc, source) from None
         except (URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SlackError(
@@ -82,21 +92,25 @@ class SlackResource(ConfigurableResource):
         text: str,
         blocks: list[dict[str, Any]] | None = None,
         thread_ts: str | None = None,
+        token: str | None = None,
+        token_source: str | None = None,
     ) -> dict[str, Any]:
-        """chat.postMessage; returns Slack's answer (`channel` id and message `ts`)."""
+        """chat.postMessage; returns Slack's answer (`channel` id and message `ts`). `token`: a
+        connector's bot token (`token_source` names it in errors) instead of the environment's;
+        it is never logged nor put in an error message."""
         body: dict[str, Any] = {"channel": channel, "text": text}
         if blocks is not None:
             body["blocks"] = blocks
         if thread_ts:
             body["thread_ts"] = thread_ts
-        return self._call("chat.postMessage", body, channel)
+        return self._call("chat.postMessage", body, channel, token, token_source)
 
     def auth_test(self) -> dict[str, Any]:
         """auth.test: which workspace and bot the token belongs to (a connection check)."""
         return self._call("auth.test", {}, None)
 
 
-def _slack_failure(method: str, channel: str | None, exc: Any, token_env: str) -> SlackError:
+def _slack_failure(method: str, channel: str | None, exc: Any, token_source: str) -> SlackError:
     response = exc.response
     data = response.data if isinstance(response.data, dict) else {}
     code = str(data.get("error") or f"http_{response.status_code}")
@@ -112,7 +126,7 @@ def _slack_failure(method: str, channel: str | None, exc: Any, token_env: str) -
             "or use the channel id (C...)"
         )
     elif code in _AUTH_ERRORS:
-        message = f"Slack refused the bot token in {token_env} ({code}): check or replace it"
+        message = f"Slack refused the bot token of {token_source} ({code}): check or replace it"
     elif code == "ratelimited" or response.status_code == 429:
         retry_after = _retry_after(response.headers)
         wait = f"retry after {retry_after:g}s" if retry_after is not None else "retry later"

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "control_plane.organizations",
     "control_plane.workflows",
     "control_plane.executions",
+    "control_plane.connectors",
 ]
 
 MIDDLEWARE = [
@@ -219,6 +220,7 @@ SPECTACULAR_SETTINGS = {
         "TriggerKindEnum": "control_plane.workflows.models.WorkflowTrigger.Kind",
         "TriggerEventKindEnum": "control_plane.executions.models.TriggerEvent.Kind",
         "ExecutionStatusEnum": "control_plane.executions.models.WorkflowExecution.Status",
+        "ConnectorKindEnum": "control_plane.connectors.models.Connector.Kind",
     },
 }
 

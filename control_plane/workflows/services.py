@@ -6,6 +6,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from control_plane.connectors.selectors import connector_kinds
 from control_plane.core import dagster
 from control_plane.core.errors import ApplicationError, ConflictError, NotFoundError
 from control_plane.organizations.models import Organization
@@ -18,15 +19,23 @@ log = logging.getLogger(__name__)
 
 
 def definition_errors(
-    definition: Any, *, variables: set[str] | None = None
+    definition: Any,
+    *,
+    variables: set[str] | None = None,
+    connectors: definitions.Connectors | None = None,
 ) -> list[dict[str, Any]]:
-    return [error.as_dict() for error in definitions.validate(definition, variables=variables)]
+    errors = definitions.validate(definition, variables=variables, connectors=connectors)
+    return [error.as_dict() for error in errors]
 
 
 def raise_if_invalid(
-    definition: Any, *, prefix: str = "definition", variables: set[str] | None = None
+    definition: Any,
+    *,
+    prefix: str = "definition",
+    variables: set[str] | None = None,
+    connectors: definitions.Connectors | None = None,
 ) -> None:
-    errors = definitions.validate(definition, variables=variables)
+    errors = definitions.validate(definition, variables=variables, connectors=connectors)
     if not errors:
         return
     fields: dict[str, list[str]] = {}
@@ -188,7 +197,8 @@ def workflow_publish(
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         names = variable_names(organization_id=workflow.organization_id, workflow=workflow)
-        raise_if_invalid(workflow.draft_definition, variables=names)
+        connectors = connector_kinds(organization_id=workflow.organization_id)
+        raise_if_invalid(workflow.draft_definition, variables=names, connectors=connectors)
         digest = definitions.content_hash(workflow.draft_definition)
         latest = workflow.versions.order_by("-number").first()
         if latest and latest.content_hash == digest:

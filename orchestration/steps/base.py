@@ -33,6 +33,9 @@ class StepRuntime:
     log: logging.Logger | Any
     run_id: str = ""
     step_id: str = ""
+    # The decrypted credentials of the connector the step's config names (config.connector),
+    # looked up when the op runs; never in run config, and redacted from messages.
+    credentials: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class StepType:
     resources: tuple[str, ...] = ()
     category: str = "general"
     templated_fields: tuple[str, ...] = field(default=())
+    # The connector kind `config.connector` must name, for step types that can use one.
+    connector_kind: str | None = None
 
     def config_schema(self) -> dict[str, Any]:
         return self.config_model.model_json_schema()

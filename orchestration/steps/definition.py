@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -111,18 +112,27 @@ def _schema_errors(raw: Any, exc: ValidationError) -> list[DefinitionError]:
     return errors
 
 
-def parse(raw: Any, *, variables: set[str] | None = None) -> WorkflowDefinition:
+# What `validate` checks `config.connector` against: name -> kind, or just the names.
+Connectors = Mapping[str, str] | AbstractSet[str]
+
+
+def parse(
+    raw: Any, *, variables: set[str] | None = None, connectors: Connectors | None = None
+) -> WorkflowDefinition:
     """Parse and fully validate; raises InvalidDefinition with every error found."""
-    errors = validate(raw, variables=variables)
+    errors = validate(raw, variables=variables, connectors=connectors)
     if errors:
         raise InvalidDefinition(errors)
     return WorkflowDefinition.model_validate(raw)
 
 
-def validate(raw: Any, *, variables: set[str] | None = None) -> list[DefinitionError]:
+def validate(
+    raw: Any, *, variables: set[str] | None = None, connectors: Connectors | None = None
+) -> list[DefinitionError]:
     """Every error in a definition. `variables` are the names `{{ vars.x }}` may use (the
     organization's and the workflow's): given, other names are errors; None skips that check,
-    for a definition checked without its workflow."""
+    for a definition checked without its workflow. `connectors` likewise for the connectors
+    `config.connector` may name (name -> kind also checks the kind the step type needs)."""
     from orchestration.steps import REGISTRY
 
     if not isinstance(raw, dict):
@@ -162,6 +172,7 @@ def validate(raw: Any, *, variables: set[str] | None = None) -> list[DefinitionE
             )
         else:
             errors.extend(_config_errors(step_type.config_model, step, base))
+            errors.extend(_connector_errors(step_type, step, base, connectors))
         for position, upstream in enumerate(step.after):
             if upstream == step.id:
                 errors.append(
@@ -217,6 +228,38 @@ def _config_errors(model: type[BaseModel], step: StepSpec, base: str) -> list[De
                 )
             )
     return errors
+
+
+def _connector_errors(
+    step_type: Any, step: StepSpec, base: str, connectors: Connectors | None
+) -> list[DefinitionError]:
+    """`config.connector` must be a literal name (checked at publish, looked up at run time)
+    of one of the organization's connectors, of the kind the step type uses."""
+    name = step.config.get("connector")
+    if name is None or step_type.connector_kind is None:
+        return []  # no connector; a step type without one rejects the key as an extra field
+    path = f"{base}.config.connector"
+    if templating.is_template(name):
+        message = "must be a connector's name, not a template (it is checked when publishing)"
+        return [DefinitionError(path, message, step.id)]
+    if connectors is None or not isinstance(name, str):
+        return []  # not checked here / a type error reported by the config model
+    if name not in connectors:
+        known = sorted(
+            n
+            for n in connectors
+            if not isinstance(connectors, Mapping) or connectors[n] == step_type.connector_kind
+        )
+        hint = f" (its {step_type.connector_kind} connectors: {', '.join(known)})" if known else ""
+        message = f"unknown connector '{name}': the organization has no connector of that name"
+        return [DefinitionError(path, message + hint, step.id)]
+    if isinstance(connectors, Mapping) and connectors[name] != step_type.connector_kind:
+        message = (
+            f"connector '{name}' is a {connectors[name]} connector; {step.type} needs a "
+            f"{step_type.connector_kind} connector"
+        )
+        return [DefinitionError(path, message, step.id)]
+    return []
 
 
 def _find_cycle(definition: WorkflowDefinition) -> list[str] | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from orchestration.steps.base import StepConfig, StepOutput, StepRuntime, StepType
+from orchestration.steps.base import StepConfig, StepFailure, StepOutput, StepRuntime, StepType
 
 
 class Config(StepConfig):
@@ -23,6 +23,13 @@ class Config(StepConfig):
         default=None, max_length=50, description="Block Kit blocks"
     )
     thread_ts: str | None = Field(default=None, description="Reply in this message's thread")
+    connector: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=63,
+        description="A slack connector of the organization to post with; empty: the "
+        "deployment's Slack app ($SLACK_BOT_TOKEN)",
+    )
 
     @field_validator("channel")
     @classmethod
@@ -39,8 +46,18 @@ class Output(StepOutput):
 
 
 def run(config: Config, runtime: StepRuntime) -> Output:
+    token = None
+    if config.connector:
+        token = runtime.credentials.get("bot_token")
+        if not token:
+            raise StepFailure(f"connector '{config.connector}' has no bot_token")
     answer = runtime.resources["slack"].post_message(
-        channel=config.channel, text=config.text, blocks=config.blocks, thread_ts=config.thread_ts
+        channel=config.channel,
+        text=config.text,
+        blocks=config.blocks,
+        thread_ts=config.thread_ts,
+        token=token,
+        token_source=f"connector '{config.connector}'" if config.connector else None,
     )
     return Output(channel=str(answer.get("channel") or config.channel), ts=str(answer.get("ts")))
 
@@ -54,4 +71,5 @@ STEP = StepType(
     run=run,
     resources=("slack",),
     category="connector",
+    connector_kind="slack",
 )

@@ -239,6 +239,14 @@ def variable_names(variables: Variables) -> frozenset[str]:
     return frozenset(variables._Variables__values)
 
 
+def with_secrets(variables: Variables, extra: Mapping[str, Any]) -> Variables:
+    """`variables` plus more secret values (a connector's credentials), for redaction only:
+    never a template's `vars` (the extra names start with NUL, which no template can write)."""
+    values = {**variables._Variables__values, **{f"\0{k}": v for k, v in extra.items()}}
+    secret = variables._Variables__secret | {f"\0{k}" for k in extra}
+    return Variables(values, secret=secret)
+
+
 def secret_texts(variables: Variables) -> tuple[str, ...]:
     """Every text form a secret value could take in a message, longest first. Forms shorter
     than 4 characters, and booleans and nulls, are left alone: replacing them would garble

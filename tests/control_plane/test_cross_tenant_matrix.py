@@ -17,6 +17,8 @@ import re
 import pytest
 from rest_framework.test import APIClient
 
+from control_plane.connectors import services as connector_services
+from control_plane.connectors.models import Connector
 from control_plane.core.tenancy import tenant_context
 from control_plane.executions.models import WorkflowExecution
 from control_plane.organizations import services as organization_services
@@ -108,6 +110,13 @@ def world(org, other_org, user):
         variables.variable_create(
             organization=org, created_by=user, name="acme_org_var", value=SECRET
         )
+        connector = connector_services.connector_create(
+            organization=org,
+            created_by=user,
+            name=f"{SECRET}-slack",
+            kind="slack",
+            credentials={"bot_token": f"xoxb-{SECRET}"},
+        )
         trigger = triggers.trigger_create(
             workflow=workflow, created_by=user, kind="webhook", name=SECRET, signing=True
         )
@@ -137,6 +146,7 @@ def world(org, other_org, user):
         "variable_id": variable.pk,
         "trigger_id": trigger.pk,
         "template_slug": f"{SECRET}-template",
+        "connector_id": connector.pk,
     }
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {bearer_token(mallory)}")
@@ -160,6 +170,7 @@ def acme_snapshot(org) -> str:
             WorkflowVariable,
             WorkflowTrigger,
             WorkflowTemplate,
+            Connector,
         )
     }
     return json.dumps(rows, sort_keys=True)

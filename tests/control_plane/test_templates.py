@@ -5,10 +5,9 @@ over HTTP, permissions, and other organizations."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from control_plane.workflows import services as workflow_services
 from control_plane.workflows import templates
 from control_plane.workflows.models import Workflow, WorkflowTemplate
 from control_plane.workflows.selectors import workflow_latest_version, workflow_spec
+from flowpilot.local_http import LocalHTTPServer
 from orchestration.rendering import build_job
 from orchestration.repository import default_resources
 from resources.control_plane import ControlPlaneResource
@@ -37,7 +37,7 @@ BUILTIN = sorted(templates.builtin_templates())
 
 class _JsonHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        document = self.server.documents.get(self.path.split("?")[0])
+        document = self.server.owner.documents.get(self.path.split("?")[0])
         raw = json.dumps(document).encode()
         self.send_response(200 if document is not None else 404)
         self.send_header("Content-Type", "application/json")
@@ -49,31 +49,14 @@ class _JsonHandler(BaseHTTPRequestHandler):
         return
 
 
-class JsonServer:
+class JsonServer(LocalHTTPServer):
     """Serves fixed JSON documents by path: the feeds and reports the gallery reads."""
 
+    handler = _JsonHandler
+
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _JsonHandler)
-        self._server.documents = {}
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def documents(self) -> dict[str, Any]:
-        return self._server.documents
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> JsonServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self.documents: dict[str, Any] = {}
+        super().__init__()
 
 
 @pytest.fixture

@@ -14,13 +14,15 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from flowpilot.local_http import LocalHTTPServer
 
 
 def _new_key() -> rsa.RSAPrivateKey:
@@ -33,11 +35,9 @@ def pkce_challenge(verifier: str) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        provider = self.server.provider
+        provider = self.server.owner
         provider.requests.append(url.path)
         if url.path == "/.well-known/openid-configuration":
             self._json(200, provider.discovery_document())
@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
-        provider = self.server.provider
+        provider = self.server.owner
         provider.requests.append(url.path)
         length = int(self.headers.get("Content-Length") or 0)
         form = dict(parse_qsl(self.rfile.read(length).decode()))
@@ -79,11 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class _Server(ThreadingHTTPServer):
-    provider: FakeOidcProvider
+class FakeOidcProvider(LocalHTTPServer):
+    handler = _Handler
 
-
-class FakeOidcProvider:
     def __init__(
         self,
         *,
@@ -119,34 +117,7 @@ class FakeOidcProvider:
         self._lock = threading.Lock()
         self._key = _new_key()
         self.kid = secrets.token_hex(8)
-        self._server = _Server((host, port), _Handler)
-        self._server.provider = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._running = False
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeOidcProvider:
-        self._thread.start()
-        self._running = True
-        return self
-
-    def stop(self) -> None:
-        """Shut down and free the port (a "provider down" test calls this early)."""
-        if self._running:
-            self._running = False
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOidcProvider:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(host, port)
 
     def rotate_key(self) -> str:
         """A new signing key under a new kid; the old one is no longer published."""

@@ -10,18 +10,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
+
+from flowpilot.local_http import LocalHTTPServer
 
 TOKEN = "xoxb-test-token"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
     def do_POST(self) -> None:
-        fake = self.server.fake
+        fake = self.server.owner
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode() if length else ""
         if "json" in self.headers.get("Content-Type", ""):
@@ -72,11 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class _Server(ThreadingHTTPServer):
-    fake: FakeSlack
+class FakeSlack(LocalHTTPServer):
+    handler = _Handler
 
-
-class FakeSlack:
     def __init__(self, token: str = TOKEN, host: str = "127.0.0.1", port: int = 0):
         self.token = token
         self.lock = threading.Lock()
@@ -86,15 +84,12 @@ class FakeSlack:
         self.not_in_channels: set[str] = set()
         self.rate_limit_seconds: int | None = None
         self._channel_ids: dict[str, str] = {}
-        self._server = _Server((host, port), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(host, port)
 
     @property
     def url(self) -> str:
         """The Web API root, as `WebClient(base_url=...)` wants it."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/"
+        return f"{self.base_url}/api/"
 
     def rate_limit_next(self, seconds: int) -> None:
         self.rate_limit_seconds = seconds
@@ -144,12 +139,3 @@ class FakeSlack:
             "ts": ts,
             "message": {"type": "message", "text": message["text"], "ts": ts, "bot_id": "B0001"},
         }
-
-    def __enter__(self) -> FakeSlack:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

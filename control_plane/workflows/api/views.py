@@ -10,6 +10,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from control_plane.connectors.selectors import connector_kinds
 from control_plane.core.pagination import paginated_response
 from control_plane.core.parsers import StrictJSONParser, TextYAMLParser, YAMLParser
 from control_plane.executions import services as execution_services
@@ -82,7 +83,10 @@ class WorkflowDetailApi(WorkflowApi):
         workflow = self.get_workflow(workflow_id)
         body = WorkflowOutput(workflow).data
         names = variable_names(organization_id=workflow.organization_id, workflow=workflow)
-        body["problems"] = services.definition_errors(workflow.draft_definition, variables=names)
+        connectors = connector_kinds(organization_id=workflow.organization_id)
+        body["problems"] = services.definition_errors(
+            workflow.draft_definition, variables=names, connectors=connectors
+        )
         return Response(body)
 
     @extend_schema(request=WorkflowUpdateInput, responses=WorkflowOutput)
@@ -160,7 +164,10 @@ class WorkflowValidateApi(WorkflowApi):
         workflow_id = data.validated_data.get("workflow_id")
         workflow = self.get_workflow(workflow_id) if workflow_id else None
         names = variable_names(organization_id=self.organization.pk, workflow=workflow)
-        errors = services.definition_errors(data.validated_data["definition"], variables=names)
+        connectors = connector_kinds(organization_id=self.organization.pk)
+        errors = services.definition_errors(
+            data.validated_data["definition"], variables=names, connectors=connectors
+        )
         return Response({"valid": not errors, "errors": errors})
 
 
