@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from control_plane.core.api.views import HealthzApi, ReadyzApi
+from control_plane.executions.api.hooks import WebhookReceiveApi
 from control_plane.organizations.api import urls as organization_urls
 from control_plane.workflows.api import urls as workflow_urls
 
@@ -33,6 +34,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", HealthzApi.as_view(), name="healthz"),
     path("readyz", ReadyzApi.as_view(), name="readyz"),
+    path("hooks/<str:token>", WebhookReceiveApi.as_view(), name="webhook-receive"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -30,6 +30,7 @@ from orchestration.steps.definition import InputSpec, WorkflowSpec
 TAG_ORG = "flowpilot/org"
 TAG_WORKFLOW = "flowpilot/workflow"
 TAG_VERSION = "flowpilot/version"
+TAG_PRIORITY = "dagster/priority"  # the run queue dequeues higher values first
 
 _CONFIG_TYPES = {
     "string": String,
@@ -91,6 +92,7 @@ def build_job(spec: WorkflowSpec, resource_defs: Mapping[str, Any]) -> JobDefini
             TAG_ORG: spec.org_slug,
             TAG_WORKFLOW: spec.workflow_slug,
             TAG_VERSION: str(spec.version),
+            TAG_PRIORITY: str(spec.priority),
         },
         metadata={"flowpilot/content_hash": spec.content_hash},
     )

@@ -12,6 +12,7 @@ from dagster import JobDefinition, RepositoryDefinition, repository
 
 from orchestration.maintenance import make_identity_cleanup
 from orchestration.rendering import build_job
+from orchestration.schedules import make_workflow_schedules
 from resources.control_plane import ControlPlaneResource
 from resources.email import EmailResource
 from resources.http import HttpResource
@@ -46,6 +47,9 @@ def make_repository(
         return lambda: job_for_version(version_id)
 
     cleanup_job, cleanup_schedule = make_identity_cleanup(control_plane)
+    schedules = [cleanup_schedule] + make_workflow_schedules(
+        control_plane, [row for row in control_plane.schedule_index() if row["job_name"] in index]
+    )
     sensors = [
         make_trigger_event_sensor(control_plane, sorted(index)),
         *make_execution_status_sensors(control_plane),
@@ -59,7 +63,7 @@ def make_repository(
                 **{job_name: lazy(version_id) for job_name, version_id in index.items()},
             },
             "sensors": {sensor.name: (lambda s=sensor: s) for sensor in sensors},
-            "schedules": {cleanup_schedule.name: cleanup_schedule},
+            "schedules": {schedule.name: schedule for schedule in schedules},
         }
 
     flowpilot.job_for_version = job_for_version  # for tests and benchmarks: build cache stats

@@ -48,6 +48,12 @@ class ControlPlaneResource(ConfigurableResource):
 
         return published_job_index()
 
+    def schedule_index(self) -> list[dict]:
+        self._ready()
+        from control_plane.workflows.selectors import schedule_index
+
+        return schedule_index()
+
     def workflow_spec(self, version_id: int) -> WorkflowSpec:
         self._ready()
         from control_plane.workflows.selectors import workflow_spec
@@ -60,6 +66,28 @@ class ControlPlaneResource(ConfigurableResource):
         from control_plane.executions.services import trigger_events_pending
 
         return trigger_events_pending(after_id=after_id, stale_seconds=stale_seconds)
+
+    def trigger_events_launch_info(
+        self, event_ids: list[int], *, stale_seconds: float
+    ) -> dict[int, dict]:
+        self._ready()
+        from control_plane.executions.selectors import trigger_events_launch_info
+
+        return trigger_events_launch_info(event_ids=event_ids, stale_seconds=stale_seconds)
+
+    # Schedules: a tick becomes a TriggerEvent (the service sets the tenant context itself).
+    def schedule_fire(self, trigger_id: int, scheduled_for: str) -> dict[str, Any]:
+        self._ready()
+        from control_plane.executions.schedules import schedule_fire
+
+        return schedule_fire(trigger_id=trigger_id, scheduled_for=scheduled_for)
+
+    # Run queue: per-organization concurrency.
+    def concurrent_run_limits(self) -> dict[str, int]:
+        self._ready()
+        from control_plane.organizations.selectors import concurrent_run_limits
+
+        return concurrent_run_limits()
 
     # Ops and run-status sensors touch one organization's rows: the run's `flowpilot/org` tag
     # (or the spec's organization id) sets the tenant context first.

@@ -21,6 +21,7 @@ from dagster import (
 )
 from dagster._core.definitions.target import AutomationTarget
 
+from orchestration.rendering import TAG_PRIORITY
 from resources.control_plane import ControlPlaneResource
 
 TAG_EVENT = "flowpilot/event"
@@ -39,15 +40,27 @@ def make_trigger_event_sensor(
     def evaluate(context: SensorEvaluationContext):
         cursor = int(context.cursor or 0)
         events = control_plane.pending_trigger_events(after_id=cursor, stale_seconds=stale_seconds)
+        info = (
+            control_plane.trigger_events_launch_info(
+                [event["event_id"] for event in events], stale_seconds=stale_seconds
+            )
+            if events
+            else {}
+        )
         requests = []
         highest = cursor
         for event in events:
             event_id = str(event["event_id"])
+            launch = info.get(event["event_id"], {})
             if event["job_name"] not in known:
                 context.log.info(f"event {event_id}: job {event['job_name']} not loaded yet")
                 continue
-            if event["event_id"] <= cursor and context.instance.get_run_records(
-                RunsFilter(tags={TAG_EVENT: event_id}), limit=1
+            if launch.get("schedule_fresh"):
+                continue  # its schedule requests the run itself; swept here once stale
+            # Dagster's run_key dedupe is per sensor/schedule: an older event, or one a schedule
+            # may have launched, is looked up by its event tag first.
+            if (event["event_id"] <= cursor or launch.get("schedule")) and (
+                context.instance.get_run_records(RunsFilter(tags={TAG_EVENT: event_id}), limit=1)
             ):
                 continue  # requested before; its run exists and will mark the event launched
             highest = max(highest, event["event_id"])
@@ -56,7 +69,11 @@ def make_trigger_event_sensor(
                     run_key=event_id,
                     job_name=event["job_name"],
                     run_config={"inputs": event["inputs"]},
-                    tags={TAG_EVENT: event_id, TAG_EXECUTION: str(event["execution_id"])},
+                    tags={
+                        TAG_EVENT: event_id,
+                        TAG_EXECUTION: str(event["execution_id"]),
+                        TAG_PRIORITY: str(launch.get("priority", 0)),
+                    },
                 )
             )
         if not requests:

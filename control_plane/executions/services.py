@@ -4,18 +4,20 @@ the records the Dagster side makes as a run progresses."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from control_plane.core.errors import ApplicationError, ConflictError
 from control_plane.core.tenancy import system_database
 from control_plane.executions.models import ExecutionStep, TriggerEvent, WorkflowExecution
+from control_plane.organizations.services import quota_limits
 from control_plane.users.models import User
-from control_plane.workflows.models import Workflow, WorkflowVersion
+from control_plane.workflows.models import Workflow, WorkflowTrigger, WorkflowVersion
 from orchestration.steps.definition import WorkflowDefinition, coerce_inputs, job_name_for
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,49 @@ TAG_EVENT = "flowpilot/event"
 TAG_EXECUTION = "flowpilot/execution"
 
 
+def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month `now` falls in: its first instant and the next month's."""
+    start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+def _runs_quota_check(*, workflow: Workflow) -> None:
+    """Refuse a run past the organization's `runs_per_month`. The count is taken under a
+    transaction-scoped advisory lock per organization, held until the caller commits, so
+    concurrent triggers queue here instead of each seeing room for one more."""
+    limit = quota_limits(organization=workflow.organization)["runs_per_month"]
+    if limit is None:
+        return
+    using = router.db_for_write(WorkflowExecution)
+    with connections[using].cursor() as cursor:
+        key = f"quota:runs_per_month:{workflow.organization_id}"
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+    now = timezone.now()
+    month_start, resets_at = _month_bounds(now)
+    used = (
+        WorkflowExecution.objects.using(using)
+        .filter(organization_id=workflow.organization_id, created_at__gte=month_start)
+        .count()
+    )
+    if used >= limit:
+        retry_after = max(1, math.ceil((resets_at - now).total_seconds()))
+        raise ApplicationError(
+            f"quota runs_per_month exceeded: {used} of {limit} runs this month; it resets at "
+            f"{resets_at.isoformat()}",
+            code="quota_exceeded",
+            status_code=429,
+            details=[
+                {
+                    "quota": "runs_per_month",
+                    "limit": limit,
+                    "used": used,
+                    "resets_at": resets_at.isoformat(),
+                }
+            ],
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
 @transaction.atomic
 def workflow_run(
     *,
@@ -35,9 +80,12 @@ def workflow_run(
     kind: str = TriggerEvent.Kind.MANUAL,
     triggered_by: User | None = None,
     payload: dict[str, Any] | None = None,
+    trigger: WorkflowTrigger | None = None,
 ) -> WorkflowExecution:
     """Start the latest published version: one TriggerEvent and its queued execution, in one
-    transaction. The trigger sensor turns the committed event into exactly one Dagster run."""
+    transaction with the quota check, so a refused run writes nothing. The trigger sensor turns
+    the committed event into exactly one Dagster run. A `trigger`'s own inputs are defaults
+    that the given ones override."""
     version = workflow.versions.order_by("-number").first()
     if version is None:
         raise ConflictError(
@@ -56,6 +104,8 @@ def workflow_run(
         raise ApplicationError(
             "inputs must be an object", fields={"inputs": ["expected an object"]}
         )
+    if trigger is not None:
+        inputs = {**(trigger.inputs if isinstance(trigger.inputs, dict) else {}), **(inputs or {})}
     resolved, errors = coerce_inputs(spec, inputs or {})
     if errors:
         raise ApplicationError(
@@ -63,6 +113,7 @@ def workflow_run(
             code="invalid_inputs",
             fields={f"inputs.{name}": messages for name, messages in errors.items()},
         )
+    _runs_quota_check(workflow=workflow)
     execution = WorkflowExecution.objects.create(
         organization_id=workflow.organization_id,
         workflow=workflow,
@@ -78,6 +129,13 @@ def workflow_run(
         kind=kind,
         payload=payload if payload is not None else {"inputs": resolved},
     )
+    if trigger is not None:
+        trigger.last_triggered_at = timezone.now()
+        # Through the tenant manager: the caller's connection and transaction, whichever
+        # database the trigger object was read from.
+        WorkflowTrigger.objects.filter(pk=trigger.pk).update(
+            last_triggered_at=trigger.last_triggered_at
+        )
     return execution
 
 
@@ -262,4 +320,29 @@ def execution_finish(
         error=f"run ended ({run_status.lower()}) while the step was running",
         finished_at=now,
     )
+    if status in _FINISH_EVENTS:
+        _finish_event_emit(execution=execution, status=status)
     return execution.pk
+
+
+_FINISH_EVENTS = {
+    WorkflowExecution.Status.SUCCESS: "workflow.succeeded",
+    WorkflowExecution.Status.FAILURE: "workflow.failed",
+}
+
+
+def _finish_event_emit(*, execution: WorkflowExecution, status: str) -> None:
+    """Start the workflows subscribed to this one finishing, in the same transaction (their
+    events commit with the execution's end or not at all); never the workflow itself."""
+    from control_plane.executions.events import event_emit  # events imports this module
+
+    event_emit(
+        organization_id=execution.organization_id,
+        event_type=_FINISH_EVENTS[status],
+        payload={
+            "execution_id": execution.pk,
+            "workflow": execution.workflow.slug,
+            "status": status,
+        },
+        source_workflow_id=execution.workflow_id,
+    )

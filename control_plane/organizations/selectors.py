@@ -4,7 +4,9 @@ from django.core.validators import slug_re
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import (
+    PLAN_LIMITS,
     Department,
     Invitation,
     Organization,
@@ -105,4 +107,18 @@ def quota_usage(*, organization: Organization) -> dict[str, int | None]:
         "documents_per_month": None,
         "storage_bytes": None,
         "api_requests_per_minute": None,
+    }
+
+
+def concurrent_run_limits() -> dict[str, int]:
+    """{organization slug: concurrent-runs limit in force} for every organization (its quota's
+    value, else its plan's): a system read, one query, for Dagster's run queue."""
+    rows = (
+        Organization.objects.using(system_database())
+        .order_by("id")
+        .values_list("slug", "plan", "quota__concurrent_runs")
+    )
+    return {
+        slug: limit if limit is not None else PLAN_LIMITS[plan]["concurrent_runs"]
+        for slug, plan, limit in rows
     }

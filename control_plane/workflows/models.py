@@ -15,12 +15,18 @@ class Workflow(models.Model):
         PAUSED = "paused"
         ARCHIVED = "archived"
 
+    class Priority(models.TextChoices):
+        LOW = "low"
+        NORMAL = "normal"
+        HIGH = "high"
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=60)
     description = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
     draft_definition = models.JSONField(default=dict, blank=True)  # a draft may be empty
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -48,6 +54,14 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+# A workflow's priority as its runs' `dagster/priority` tag: the run queue dequeues higher first.
+RUN_PRIORITY: dict[str, int] = {
+    Workflow.Priority.LOW: -1,
+    Workflow.Priority.NORMAL: 0,
+    Workflow.Priority.HIGH: 1,
+}
 
 
 class WorkflowVersion(models.Model):

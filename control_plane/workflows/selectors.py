@@ -4,7 +4,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 
 from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import Organization
-from control_plane.workflows.models import Workflow, WorkflowVersion
+from control_plane.workflows.models import RUN_PRIORITY, Workflow, WorkflowTrigger, WorkflowVersion
 from orchestration.steps.definition import WorkflowSpec, job_name_for
 
 
@@ -84,5 +84,33 @@ def spec_from_version(version: WorkflowVersion) -> WorkflowSpec:
         version_id=version.pk,
         version=version.number,
         content_hash=version.content_hash,
+        priority=RUN_PRIORITY[version.workflow.priority],
         definition=version.definition,
     )
+
+
+def schedule_index() -> list[dict]:
+    """Every enabled schedule trigger of an active workflow, across organizations (a system read
+    for the code location, one query): what Dagster renders as ScheduleDefinitions. The
+    `updated_at` stamp shows in the schedule, so a changed trigger is a changed definition."""
+    rows = (
+        WorkflowTrigger.objects.unscoped()
+        .using(system_database())
+        .filter(
+            kind=WorkflowTrigger.Kind.SCHEDULE,
+            enabled=True,
+            workflow__status=Workflow.Status.ACTIVE,
+        )
+        .order_by("id")
+        .values_list("id", "organization__slug", "workflow__slug", "cron", "timezone", "updated_at")
+    )
+    return [
+        {
+            "trigger_id": trigger_id,
+            "job_name": job_name_for(org, slug),
+            "cron": cron,
+            "timezone": timezone or "UTC",
+            "updated_at": updated_at.isoformat(),
+        }
+        for trigger_id, org, slug, cron, timezone, updated_at in rows
+    ]

@@ -101,6 +101,7 @@ def workflow_update(*, workflow: Workflow, **changes: Any) -> Workflow:
     """Change the draft and the workflow's details. Pausing or archiving takes the job out of
     the Dagster code location (runs in flight finish); resuming puts it back."""
     allowed = {"name", "description", "draft_definition", "owner", "department", "status"}
+    allowed |= {"priority"}
     for field in changes:
         if field not in allowed:
             raise ApplicationError(f"'{field}' cannot be changed", fields={field: ["read-only"]})
@@ -119,6 +120,9 @@ def workflow_update(*, workflow: Workflow, **changes: Any) -> Workflow:
         if Workflow.Status.ACTIVE in (status, workflow.status):
             transaction.on_commit(dagster.reload_code_location)
         workflow.status = status
+    priority = changes.get("priority", workflow.priority)
+    if priority != workflow.priority and status == Workflow.Status.ACTIVE:
+        transaction.on_commit(dagster.reload_code_location)  # the job's dagster/priority tag
     for field, value in changes.items():
         setattr(workflow, field, value)
     workflow.full_clean(exclude=["organization", "created_by"], validate_unique=False)

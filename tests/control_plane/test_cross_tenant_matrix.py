@@ -72,6 +72,7 @@ ACCOUNT_ENDPOINTS = {
     "invitations/accept",
     "permissions",
     "workflows/schema",
+    "hooks/<str:token>",
 }
 SECRET = "acme-secret"
 METHODS = ("get", "post", "put", "patch", "delete")

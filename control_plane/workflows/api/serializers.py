@@ -25,6 +25,7 @@ class WorkflowUpdateInput(serializers.Serializer):
         required=False,
         help_text="active ⇄ paused, → archived; needs workflow.publish",
     )
+    priority = serializers.ChoiceField(choices=Workflow.Priority.choices, required=False)
 
 
 class WorkflowOutput(serializers.ModelSerializer):
@@ -41,6 +42,7 @@ class WorkflowOutput(serializers.ModelSerializer):
             "slug",
             "description",
             "status",
+            "priority",
             "owner",
             "department",
             "definition",
