@@ -80,6 +80,7 @@ def schedule_fire(*, trigger_id: int, scheduled_for: str) -> dict[str, Any]:
                 inputs=inputs,
                 kind=TriggerEvent.Kind.SCHEDULE,
                 payload={"inputs": inputs, "trigger_id": trigger_id, "scheduled_for": tick},
+                trigger=WorkflowTrigger.objects.get(pk=trigger_id),
             )
         except ApplicationError as exc:  # not active, over quota, inputs no longer valid
             return {"skip": f"{workflow.slug}: {getattr(exc, 'message', exc)}"}

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from pydantic import ValidationError as PydanticValidationError
 
+from control_plane.core import dagster
 from control_plane.core.errors import ApplicationError
 from control_plane.core.tenancy import system_database
 from control_plane.users.models import User
@@ -227,6 +228,7 @@ def trigger_create(
     _raise_if(errors)
     trigger.full_clean(exclude=["organization", "workflow", "created_by"])
     trigger.save()
+    _reload_if_scheduled(trigger)
     return trigger
 
 
@@ -260,12 +262,21 @@ def trigger_update(*, trigger: WorkflowTrigger, **changes: Any) -> WorkflowTrigg
         setattr(trigger, field, value)
     trigger.full_clean(exclude=["organization", "workflow", "created_by"])
     trigger.save(update_fields=[*changes, "updated_at"])
+    _reload_if_scheduled(trigger)
     return trigger
 
 
 @transaction.atomic
 def trigger_delete(*, trigger: WorkflowTrigger) -> None:
+    _reload_if_scheduled(trigger)
     trigger.delete()
+
+
+def _reload_if_scheduled(trigger: WorkflowTrigger) -> None:
+    """Schedules are Dagster definitions: a change reaches the daemon through a code location
+    reload once the change is committed."""
+    if trigger.kind == Kind.SCHEDULE:
+        transaction.on_commit(dagster.reload_code_location)
 
 
 def _webhook_only(trigger: WorkflowTrigger, what: str) -> None:

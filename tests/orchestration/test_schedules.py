@@ -340,3 +340,33 @@ def _noop_job():
         noop()
 
     return noop_job
+
+
+def test_a_tick_records_when_its_trigger_last_fired(published, instance):
+    trigger = _schedule_trigger(published)
+    _tick(_schedule(trigger), instance)
+    trigger.refresh_from_db()
+    assert trigger.last_triggered_at is not None
+
+
+def test_schedule_trigger_changes_reload_the_code_location(
+    published, django_capture_on_commit_callbacks
+):
+    """A schedule is a Dagster definition: creating, changing or deleting one asks Dagster to
+    reload once committed; other trigger kinds do not."""
+    from control_plane.core import dagster
+    from control_plane.workflows.triggers import trigger_delete, trigger_update
+
+    def reloads(callbacks) -> int:
+        return sum(callback is dagster.reload_code_location for callback in callbacks)
+
+    with django_capture_on_commit_callbacks() as created:
+        trigger = _schedule_trigger(published)
+    with tenant_context(published.organization_id):
+        with django_capture_on_commit_callbacks() as updated:
+            trigger_update(trigger=trigger, cron="0 10 * * *")
+        with django_capture_on_commit_callbacks() as deleted:
+            trigger_delete(trigger=trigger)
+        with django_capture_on_commit_callbacks() as webhook:
+            trigger_create(workflow=published, created_by=None, kind="webhook")
+    assert [reloads(c) for c in (created, updated, deleted, webhook)] == [1, 1, 1, 0]
