@@ -40,6 +40,8 @@ class OrganizationContextMiddleware:
         except Resolver404:
             return self.get_response(request)
         view_class = getattr(match.func, "view_class", None)
+        if getattr(view_class, "own_transaction", False):
+            return self.get_response(request)  # it commits before it answers (webhooks)
         with tenant_context(None, user_id=user.pk):
             if not getattr(view_class, "tenant_scoped", False):
                 return self._respond(request)

@@ -433,3 +433,27 @@ class TestEvents:
         )
         assert [e.workflow_id for e in started] == [published.pk]
         assert _executions(other_org) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_receiver_runs_outside_the_signed_in_request_transaction(user):
+    """The organization middleware wraps signed-in requests in a transaction; the receiver opts
+    out (`own_transaction`), so its own commit happens before its 202 is built."""
+    from django.db import connection as db
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from control_plane.organizations.middleware import OrganizationContextMiddleware
+
+    seen: dict[str, bool] = {}
+
+    def view_side(request):
+        seen[request.path] = db.in_atomic_block
+        return HttpResponse(status=204)
+
+    middleware = OrganizationContextMiddleware(view_side)
+    for path in ("/hooks/some-token", "/api/v1/users/me"):
+        request = RequestFactory().post(path)
+        request.user = user
+        middleware(request)
+    assert seen == {"/hooks/some-token": False, "/api/v1/users/me": True}

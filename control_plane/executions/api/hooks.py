@@ -128,6 +128,8 @@ class WebhookReceiveApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    # Its 202 promises a committed event: no outer request transaction may hold the commit.
+    own_transaction = True
     parser_classes = [RawBodyParser]
 
     @extend_schema(request=bytes, responses={202: dict})
