@@ -56,6 +56,7 @@ class TriggerEvent(models.Model):
         PENDING = "pending"
         LAUNCHED = "launched"
         FAILED = "failed"
+        CANCELED = "canceled"  # canceled before its run started: the sensor leaves it
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="+")

@@ -173,6 +173,10 @@ def _version_from_tags(tags: dict[str, str]) -> WorkflowVersion:
 
 
 @transaction.atomic
+class ExecutionCanceled(Exception):
+    """The run's execution was canceled while the run was being requested: the run stops."""
+
+
 def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[str, Any]) -> int:
     """The execution a Dagster run records into; returns its id. Runs started from FlowPilot
     carry the execution id as a tag; a run started or re-executed from the Dagster UI gets an
@@ -188,6 +192,8 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
             .filter(pk=int(tags[TAG_EXECUTION]), dagster_run_id__isnull=True)
             .first()
         )
+    if execution is not None and execution.status == WorkflowExecution.Status.CANCELED:
+        raise ExecutionCanceled(f"execution {execution.pk} was canceled before its run started")
     if execution is None:
         version = _version_from_tags(tags)
         execution = WorkflowExecution(

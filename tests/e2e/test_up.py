@@ -75,6 +75,16 @@ def _wait_execution(client: httpx.Client, execution_id: int, timeout: float) -> 
     raise AssertionError(f"execution {execution_id} not finished in {timeout}s: {body}")
 
 
+def _wait_step_running(client: httpx.Client, execution_id: int, step: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        steps = client.get(f"/api/v1/executions/{execution_id}").json()["steps"]
+        if any(s["step_id"] == step and s["status"] == "running" for s in steps):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"step {step} of execution {execution_id} not running in {timeout}s")
+
+
 def test_trigger_through_the_api_reaches_success(fresh_env):
     flowpilot = os.path.join(os.path.dirname(sys.executable), "flowpilot")
     up = subprocess.Popen(
@@ -119,6 +129,18 @@ def test_trigger_through_the_api_reaches_success(fresh_env):
             assert run.status_code == 202, run.text
             execution = _wait_execution(client, run.json()["id"], timeout=120)
             elapsed = time.monotonic() - started
+
+            # Cancel from the control plane while the HTTP step waits on a slow endpoint:
+            # Dagster terminates the run and the run-status sensor records it.
+            slow = client.post(
+                f"/api/v1/workflows/{workflow_id}/run",
+                json={"inputs": {"name": "slow", "url": f"{echo.url}/sleep/60"}},
+            ).json()
+            _wait_step_running(client, slow["id"], "send", timeout=120)
+            cancel = client.post(f"/api/v1/executions/{slow['id']}/cancel")
+            assert cancel.status_code == 202, cancel.text
+            canceled = _wait_execution(client, slow["id"], timeout=60)
+            assert canceled["status"] == "canceled", canceled
         assert execution["status"] == "success", execution
         assert execution["dagster_run_id"]
         steps = {s["step_id"]: s for s in execution["steps"]}

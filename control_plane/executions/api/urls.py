@@ -7,4 +7,9 @@ urlpatterns = [
     path(
         "executions/<int:execution_id>", views.ExecutionDetailApi.as_view(), name="execution-detail"
     ),
+    path(
+        "executions/<int:execution_id>/cancel",
+        views.ExecutionCancelApi.as_view(),
+        name="execution-cancel",
+    ),
 ]

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from control_plane.core.pagination import paginated_response
-from control_plane.executions import selectors
+from control_plane.executions import control, selectors
 from control_plane.executions.api.serializers import ExecutionOutput
 from control_plane.organizations.api.base import TenantApi
 
@@ -32,3 +32,15 @@ class ExecutionDetailApi(TenantApi):
         qs = selectors.execution_list(organization=self.organization).prefetch_related("steps")
         execution = get_object_or_404(qs.select_related("trigger_event"), pk=execution_id)
         return Response(ExecutionOutput(execution).data)
+
+
+class ExecutionCancelApi(TenantApi):
+    """Cancel a queued or running execution (202: Dagster is stopping the run; 200: canceled)."""
+
+    required_permissions = {"POST": "workflow.run"}
+
+    @extend_schema(request=None, responses={200: ExecutionOutput, 202: ExecutionOutput})
+    def post(self, request, execution_id: int):
+        execution = control.execution_cancel(execution_id=execution_id)
+        code = 200 if execution.status == "canceled" else 202
+        return Response(ExecutionOutput(execution, context={"with_steps": False}).data, status=code)
