@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from control_plane.core.tenancy import TenantManager
 from control_plane.organizations.models import Organization
@@ -18,6 +19,10 @@ class WorkflowExecution(models.Model):
 
     FINISHED = (Status.SUCCESS, Status.FAILURE, Status.CANCELED)
 
+    class RerunStrategy(models.TextChoices):
+        ALL = "all"  # every step again
+        FROM_FAILURE = "from_failure"  # Dagster's re-execution: failed and not-run steps only
+
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="executions")
     version = models.ForeignKey(WorkflowVersion, on_delete=models.CASCADE, related_name="+")
@@ -25,6 +30,10 @@ class WorkflowExecution(models.Model):
     inputs = models.JSONField(default=dict)
     dagster_run_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
     error = models.TextField(blank=True)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    rerun_strategy = models.CharField(max_length=20, choices=RerunStrategy.choices, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -51,9 +60,11 @@ class TriggerEvent(models.Model):
         WEBHOOK = "webhook"
         EVENT = "event"
         SCHEDULE = "schedule"
+        RERUN = "rerun"
 
     class Status(models.TextChoices):
         PENDING = "pending"
+        LAUNCHING = "launching"  # claimed by the fast path; swept by the sensor once stale
         LAUNCHED = "launched"
         FAILED = "failed"
         CANCELED = "canceled"  # canceled before its run started: the sensor leaves it
@@ -69,6 +80,7 @@ class TriggerEvent(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
     dagster_run_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     launched_at = models.DateTimeField(null=True, blank=True)
 
     objects = TenantManager()
@@ -79,7 +91,12 @@ class TriggerEvent(models.Model):
                 fields=["id"],
                 name="trigger_event_pending",
                 condition=models.Q(status="pending"),
-            )
+            ),
+            models.Index(
+                fields=["claimed_at"],
+                name="trigger_event_launching",
+                condition=models.Q(status="launching"),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -116,3 +133,29 @@ class ExecutionStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.execution_id}/{self.step_id} ({self.status})"
+
+
+class ExecutionLog(models.Model):
+    """A line of an execution's log: run and step events and what the steps logged."""
+
+    class Level(models.TextChoices):
+        DEBUG = "debug"
+        INFO = "info"
+        WARNING = "warning"
+        ERROR = "error"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="logs")
+    step_id = models.CharField(max_length=63, blank=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = TenantManager()
+
+    class Meta:
+        indexes = [models.Index(fields=["execution", "id"])]
+        ordering = ["execution_id", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id} {self.level}: {self.message[:60]}"
