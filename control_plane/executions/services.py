@@ -27,6 +27,7 @@ TAG_WORKFLOW = "flowpilot/workflow"
 TAG_VERSION = "flowpilot/version"
 TAG_EVENT = "flowpilot/event"
 TAG_EXECUTION = "flowpilot/execution"
+_NOT_LAUNCHED = (TriggerEvent.Status.PENDING, TriggerEvent.Status.LAUNCHING)
 
 
 def _month_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -206,7 +207,7 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
     execution.status = WorkflowExecution.Status.RUNNING
     execution.started_at = execution.started_at or now
     execution.save()
-    TriggerEvent.objects.filter(execution=execution, status=TriggerEvent.Status.PENDING).update(
+    TriggerEvent.objects.filter(execution=execution, status__in=_NOT_LAUNCHED).update(
         status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
     )
     return execution.pk
@@ -303,7 +304,7 @@ def execution_finish(
     execution.finished_at = now
     execution.started_at = execution.started_at or now
     execution.save()
-    TriggerEvent.objects.filter(execution=execution, status=TriggerEvent.Status.PENDING).update(
+    TriggerEvent.objects.filter(execution=execution, status__in=_NOT_LAUNCHED).update(
         status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
     )
     recorded = set(execution.steps.values_list("step_id", flat=True))
