@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dagster import (
+    DagsterEvent,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -15,13 +18,21 @@ from dagster import (
 from resources.control_plane import ControlPlaneResource
 
 
-def _failure_message(context: RunFailureSensorContext) -> str:
-    for event in context.get_step_failure_events():
+def run_failure_message(
+    step_failures: Sequence[DagsterEvent], failure_event: DagsterEvent | None
+) -> str:
+    """The execution's error for a failed run: the first failed step's error, else the run's
+    failure message. The run worker (orchestration/warm_worker.py) writes the same."""
+    for event in step_failures:
         data = event.event_specific_data
         error = getattr(data, "error", None)
         if error is not None:
             return f"{event.step_key}: {error.message.strip()}"
-    return (context.failure_event.message or "run failed").strip()
+    return ((failure_event.message if failure_event else None) or "run failed").strip()
+
+
+def _failure_message(context: RunFailureSensorContext) -> str:
+    return run_failure_message(context.get_step_failure_events(), context.failure_event)
 
 
 def make_execution_status_sensors(control_plane: ControlPlaneResource) -> list[SensorDefinition]:
