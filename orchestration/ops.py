@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster import Any as DagsterAny
@@ -26,6 +28,7 @@ from orchestration.steps.definition import StepSpec, WorkflowSpec
 
 MAX_OUTPUT_BYTES = 256 * 1024
 CONTROL_PLANE = "control_plane"
+LOG_FLUSH_LINES = 200  # a chatty step's lines are written in batches of this many
 
 
 def _retry_policy(step: StepSpec) -> RetryPolicy | None:
@@ -66,8 +69,13 @@ def run_step(
 ):
     control_plane = getattr(context.resources, CONTROL_PLANE)
     inputs = context.op_config["inputs"]
-    execution_id = control_plane.execution_for_run(
-        run_id=context.run_id, tags=context.run.tags, inputs=inputs
+    run = context.run
+    execution_id = control_plane.execution_claim(
+        run_id=context.run_id,
+        tags=run.tags,
+        inputs=inputs,
+        parent_run_id=run.parent_run_id,
+        step_keys=list(run.step_keys_to_execute) if run.step_keys_to_execute else None,
     )
     record = {
         "execution_id": execution_id,
@@ -76,6 +84,12 @@ def run_step(
         "step_type": step.type,
         "position": position,
     }
+    # What the step logs goes to Dagster's log and, the same text, to the execution's log.
+    logged = StepLogLines(
+        lambda lines: control_plane.execution_log_append(
+            organization_id=spec.organization_id, execution_id=execution_id, lines=lines
+        )
+    )
     # Variables are read when the step runs, never put in run config: secrets stay out of
     # Dagster. Fetched once per run, and only by steps whose templates use them.
     variables = templating.Variables()
@@ -87,7 +101,9 @@ def run_step(
                 workflow_id=spec.workflow_id,
             )
         except Exception as exc:
-            _fail(control_plane, record, f"variables: {type(exc).__name__}: {exc}", variables)
+            _fail(
+                control_plane, record, f"variables: {type(exc).__name__}: {exc}", variables, logged
+            )
     # Each op passes on the outputs of all its ancestors, so templates can reach any of them.
     steps: dict[str, Any] = {}
     for outputs in upstream.values():
@@ -104,13 +120,16 @@ def run_step(
         try:
             go = templating.truthy(step.when, template_context)
         except templating.TemplateError as exc:
-            _fail(control_plane, record, f"when: {exc}", variables)
+            _fail(control_plane, record, f"when: {exc}", variables, logged)
         if not go:
-            control_plane.step_finished(**record, status="skipped")
-            context.log.info(f"step '{step.id}' skipped: condition {step.when!r} is false")
+            reason = f"condition {step.when!r} is false"
+            control_plane.step_finished(
+                **record, status="skipped", detail=reason, logs=logged.drain()
+            )
+            context.log.info(f"step '{step.id}' skipped: {reason}")
             return  # no output: Dagster skips every step downstream of this one
 
-    control_plane.step_started(**record)
+    control_plane.step_started(**record, attempt=context.retry_number + 1)
     step_type = REGISTRY[step.type]
     redaction = variables  # what messages are redacted with: vars, and credentials once read
     try:
@@ -128,7 +147,7 @@ def run_step(
             redaction = templating.with_secrets(variables, credentials)
         runtime = StepRuntime(
             resources={key: getattr(context.resources, key) for key in step_type.resources},
-            log=_RedactingLog(context.log, redaction) if _has_secrets(redaction) else context.log,
+            log=_RedactingLog(context.log, redaction, logged),
             run_id=context.run_id,
             step_id=step.id,
             credentials=credentials,
@@ -142,8 +161,8 @@ def run_step(
             )
     except Exception as exc:  # every failure is recorded on the step, then fails the op
         message = str(exc) if isinstance(exc, StepFailure) else f"{type(exc).__name__}: {exc}"
-        _fail(control_plane, record, message, redaction)
-    control_plane.step_finished(**record, status="success", output=output)
+        _fail(control_plane, record, message, redaction, logged)
+    control_plane.step_finished(**record, status="success", output=output, logs=logged.drain())
     yield Output({**steps, step.id: {"output": output}}, "result")
 
 
@@ -172,27 +191,52 @@ def _has_secrets(variables: templating.Variables) -> bool:
     return bool(templating.secret_texts(variables))
 
 
-def _fail(control_plane, record: dict, message: str, variables: templating.Variables):
+def _fail(
+    control_plane,
+    record: dict,
+    message: str,
+    variables: templating.Variables,
+    logged: StepLogLines,
+):
     """Record the failure and fail the op. A message may quote a secret (a validation error
     shows the rendered value, an HTTP error the echoed request): it is redacted, and the
     original exception is not chained, so its text never reaches Dagster's event log."""
     message = templating.redact(message, variables)
-    control_plane.step_finished(**record, status="failure", error=message)
+    control_plane.step_finished(**record, status="failure", error=message, logs=logged.drain())
     failure = Failure(description=f"step '{record['step_id']}' failed: {message}")
     if _has_secrets(variables):
         raise failure from None
     raise failure
 
 
+class StepLogLines:
+    """The lines a step logged, kept for the execution's log: written with the step's end in
+    the same batch, or every LOG_FLUSH_LINES lines through `flush` for a chatty step."""
+
+    def __init__(self, flush: Callable[[list[dict]], Any] | None = None):
+        self._flush = flush
+        self._lines: list[dict] = []
+
+    def add(self, level: str, message: str) -> None:
+        self._lines.append({"level": level, "message": message, "created_at": datetime.now(tz=UTC)})
+        if self._flush is not None and len(self._lines) >= LOG_FLUSH_LINES:
+            self._flush(self.drain())
+
+    def drain(self) -> list[dict]:
+        lines, self._lines = self._lines, []
+        return lines
+
+
 class _RedactingLog:
-    """The op's logger as steps see it when the run has secrets: messages are redacted before
-    they become Dagster log events."""
+    """The op's logger as steps see it: messages are redacted (when the run has secrets)
+    before they become Dagster log events, and the same text is kept in `lines`."""
 
     _LEVELS = frozenset({"debug", "info", "warning", "warn", "error", "critical", "exception"})
 
-    def __init__(self, log, variables: templating.Variables):
+    def __init__(self, log, variables: templating.Variables, lines: StepLogLines | None = None):
         self._log = log
-        self._variables = variables
+        self._variables = variables if _has_secrets(variables) else None
+        self._lines = lines
 
     def __getattr__(self, name: str):
         method = getattr(self._log, name)
@@ -201,6 +245,10 @@ class _RedactingLog:
 
         def logged(message: Any, *args: Any, **kwargs: Any) -> None:
             text = str(message) % args if args else str(message)
-            method(templating.redact(text, self._variables), **kwargs)
+            if self._variables is not None:
+                text = templating.redact(text, self._variables)
+            method(text, **kwargs)
+            if self._lines is not None:
+                self._lines.add(name, text)
 
         return logged

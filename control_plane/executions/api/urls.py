@@ -12,4 +12,14 @@ urlpatterns = [
         views.ExecutionCancelApi.as_view(),
         name="execution-cancel",
     ),
+    path(
+        "executions/<int:execution_id>/rerun",
+        views.ExecutionRerunApi.as_view(),
+        name="execution-rerun",
+    ),
+    path(
+        "executions/<int:execution_id>/logs",
+        views.ExecutionLogListApi.as_view(),
+        name="execution-logs",
+    ),
 ]
