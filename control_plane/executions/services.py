@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from control_plane.core.errors import ApplicationError, ConflictError
 from control_plane.core.tenancy import system_database
-from control_plane.executions.models import ExecutionStep, TriggerEvent, WorkflowExecution
+from control_plane.executions.launch import fast_launch_on_commit, launch_rows, pending_filter
+from control_plane.executions.logs import execution_log_write, log_line
+from control_plane.executions.models import (
+    ExecutionLog,
+    ExecutionStep,
+    TriggerEvent,
+    WorkflowExecution,
+)
 from control_plane.organizations.services import quota_limits
 from control_plane.users.models import User
 from control_plane.workflows.models import Workflow, WorkflowTrigger, WorkflowVersion
-from orchestration.steps.definition import WorkflowDefinition, coerce_inputs, job_name_for
+from orchestration.steps.definition import WorkflowDefinition, coerce_inputs
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +129,7 @@ def workflow_run(
         inputs=resolved,
         created_by=triggered_by,
     )
-    TriggerEvent.objects.create(
+    event = TriggerEvent.objects.create(
         organization_id=workflow.organization_id,
         workflow=workflow,
         version=version,
@@ -130,6 +137,7 @@ def workflow_run(
         kind=kind,
         payload=payload if payload is not None else {"inputs": resolved},
     )
+    fast_launch_on_commit(event=event)  # its run is launched once this commits (not schedules)
     if trigger is not None:
         trigger.last_triggered_at = timezone.now()
         # Through the tenant manager: the caller's connection and transaction, whichever
@@ -141,28 +149,17 @@ def workflow_run(
 
 
 def trigger_events_pending(*, after_id: int, stale_seconds: float, limit: int = 200) -> list[dict]:
-    """Pending events for the trigger sensor: those past the cursor, and older ones still pending
-    (committed out of id order, or whose run was never created)."""
-    stale = timezone.now() - timedelta(seconds=stale_seconds)
-    rows = (
+    """Pending events for the trigger sensor to claim, past `after_id` in id order. Left out:
+    schedule events younger than `stale_seconds` (their schedule launches them), and with the
+    fast path on, the events it launches while younger than its grace period."""
+    events = (
         TriggerEvent.objects.unscoped()  # a system read across organizations
         .using(system_database())
-        .filter(status=TriggerEvent.Status.PENDING)
-        .filter(Q(id__gt=after_id) | Q(created_at__lt=stale))
-        .select_related("organization", "workflow", "version", "execution")
+        .filter(status=TriggerEvent.Status.PENDING, id__gt=after_id)
+        .filter(pending_filter(stale_seconds=stale_seconds))
         .order_by("id")[:limit]
     )
-    return [
-        {
-            "event_id": event.pk,
-            "execution_id": event.execution_id,
-            "job_name": job_name_for(event.organization.slug, event.workflow.slug),
-            "inputs": event.execution.inputs,
-            "org": event.organization.slug,
-            "version": event.version.number,
-        }
-        for event in rows
-    ]
+    return launch_rows(events)
 
 
 def _version_from_tags(tags: dict[str, str]) -> WorkflowVersion:
@@ -173,24 +170,56 @@ def _version_from_tags(tags: dict[str, str]) -> WorkflowVersion:
     )
 
 
-@transaction.atomic
+TAG_PARENT_RUN = "dagster/parent_run_id"  # Dagster's own, on every re-executed run
+TAG_RESUME_RETRY = "dagster/is_resume_retry"  # Dagster's own, on a re-execution from failure
+
+
 class ExecutionCanceled(Exception):
     """The run's execution was canceled while the run was being requested: the run stops."""
 
 
-def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[str, Any]) -> int:
-    """The execution a Dagster run records into; returns its id. Runs started from FlowPilot
-    carry the execution id as a tag; a run started or re-executed from the Dagster UI gets an
-    execution of its own here."""
-    now = timezone.now()
-    existing = WorkflowExecution.objects.select_for_update().filter(dagster_run_id=run_id).first()
-    if existing:
-        return existing.pk
-    execution = None
-    if TAG_EXECUTION in tags:
+def _tag_id(tags: dict[str, str], key: str) -> int | None:
+    value = str(tags.get(key, ""))
+    return int(value) if value.isdigit() else None
+
+
+def execution_launch_lock(*, execution_id: int) -> None:
+    """Take the launch lock of an execution, held until the transaction ends. A control-plane
+    re-run is launched in Dagster before its execution commits (control.execution_rerun holds
+    this lock meanwhile); the run's first op and the run-status sensor take it too before they
+    look the execution up, so they wait for the commit instead of missing the row."""
+    using = router.db_for_write(WorkflowExecution)
+    with connections[using].cursor() as cursor:
+        key = f"flowpilot:execution:{execution_id}"
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+
+
+@transaction.atomic
+def execution_start_for_run(
+    *,
+    run_id: str,
+    tags: dict[str, str],
+    inputs: dict[str, Any],
+    parent_run_id: str | None = None,
+    step_keys: list[str] | None = None,
+) -> int:
+    """The execution a Dagster run records into, marked running; returns its id. Runs started
+    from FlowPilot carry the execution id as a tag (a re-executed run also carries its parent's
+    tags, so only an execution that has no run yet is claimed by the tag); a run started or
+    re-executed from the Dagster UI gets an execution of its own here, linked by `rerun_of` to
+    its parent run's. `step_keys` are the steps a re-execution runs (None: all of them): in a
+    re-run, the others are taken from the parent execution as they ended there."""
+    parent_run_id = parent_run_id or tags.get(TAG_PARENT_RUN) or None
+    claimed_id = _tag_id(tags, TAG_EXECUTION)
+    if parent_run_id and claimed_id is not None:
+        execution_launch_lock(execution_id=claimed_id)
+    execution = WorkflowExecution.objects.select_for_update().filter(dagster_run_id=run_id).first()
+    if execution is not None and execution.status != WorkflowExecution.Status.QUEUED:
+        return execution.pk  # started already, by another process of this run
+    if execution is None and claimed_id is not None:
         execution = (
             WorkflowExecution.objects.select_for_update()
-            .filter(pk=int(tags[TAG_EXECUTION]), dagster_run_id__isnull=True)
+            .filter(pk=claimed_id, dagster_run_id__isnull=True)
             .first()
         )
     if execution is not None and execution.status == WorkflowExecution.Status.CANCELED:
@@ -203,6 +232,21 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
             version=version,
             inputs=inputs,
         )
+        if parent_run_id:
+            execution.rerun_of = (
+                WorkflowExecution.objects.filter(dagster_run_id=parent_run_id).only("pk").first()
+            )
+            every = {
+                step.id for step in WorkflowDefinition.model_validate(version.definition).steps
+            }
+            subset = step_keys is not None and not every <= set(step_keys)
+            reused = subset or tags.get(TAG_RESUME_RETRY) == "true"
+            execution.rerun_strategy = (
+                WorkflowExecution.RerunStrategy.FROM_FAILURE
+                if reused
+                else WorkflowExecution.RerunStrategy.ALL
+            )
+    now = timezone.now()
     execution.dagster_run_id = run_id
     execution.status = WorkflowExecution.Status.RUNNING
     execution.started_at = execution.started_at or now
@@ -210,7 +254,67 @@ def execution_start_for_run(*, run_id: str, tags: dict[str, str], inputs: dict[s
     TriggerEvent.objects.filter(execution=execution, status__in=_NOT_LAUNCHED).update(
         status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
     )
+    lines = [log_line(f"run started (Dagster run {run_id})", at=now)]
+    if execution.rerun_of_id:
+        source = f", re-executing Dagster run {parent_run_id}" if parent_run_id else ""
+        lines.append(
+            log_line(
+                f"re-run of execution {execution.rerun_of_id} "
+                f"({execution.rerun_strategy or 'all'}{source})",
+                at=now,
+            )
+        )
+        if step_keys is not None:
+            lines += _steps_reuse(execution=execution, executed=set(step_keys), now=now)
+    execution_log_write(
+        organization_id=execution.organization_id, execution_id=execution.pk, lines=lines
+    )
     return execution.pk
+
+
+_REUSABLE = (ExecutionStep.Status.SUCCESS, ExecutionStep.Status.SKIPPED)
+
+
+def _steps_reuse(
+    *, execution: WorkflowExecution, executed: set[str], now: datetime
+) -> list[dict[str, Any]]:
+    """Record the steps a re-execution does not run as they ended in the parent execution
+    (Dagster hands their outputs on from the parent run); returns their log lines."""
+    reused = [
+        step
+        for step in ExecutionStep.objects.filter(
+            execution_id=execution.rerun_of_id, status__in=_REUSABLE
+        ).order_by("position")
+        if step.step_id not in executed
+    ]
+    ExecutionStep.objects.bulk_create(
+        ExecutionStep(
+            organization_id=execution.organization_id,
+            execution=execution,
+            step_id=step.step_id,
+            step_type=step.step_type,
+            position=step.position,
+            status=step.status,
+            attempts=0,
+            output=step.output,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+        )
+        for step in reused
+    )
+    how = {
+        ExecutionStep.Status.SUCCESS: "its output taken over",
+        ExecutionStep.Status.SKIPPED: "skipped there",
+    }
+    return [
+        log_line(
+            f"step '{step.step_id}' reused from execution {execution.rerun_of_id} "
+            f"({how[step.status]}), not run again",
+            step_id=step.step_id,
+            at=now,
+        )
+        for step in reused
+    ]
 
 
 def step_started(
@@ -220,28 +324,38 @@ def step_started(
     step_type: str,
     position: int,
     organization_id: int,
+    attempt: int = 1,
 ) -> None:
-    """Record a step (re)starting."""
-    step, created = ExecutionStep.objects.get_or_create(
-        execution_id=execution_id,
-        step_id=step_id,
-        defaults={
-            "organization_id": organization_id,
-            "step_type": step_type,
-            "position": position,
-            "status": ExecutionStep.Status.RUNNING,
-            "attempts": 1,
-            "started_at": timezone.now(),
-        },
+    """Record a step starting (attempt > 1: Dagster retries it), with its log line. One
+    upsert and one insert."""
+    now = timezone.now()
+    ExecutionStep.objects.bulk_create(
+        [
+            ExecutionStep(
+                organization_id=organization_id,
+                execution_id=execution_id,
+                step_id=step_id,
+                step_type=step_type,
+                position=position,
+                status=ExecutionStep.Status.RUNNING,
+                attempts=attempt,
+                started_at=now,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["execution", "step_id"],
+        update_fields=["status", "attempts", "started_at", "finished_at", "error"],
     )
-    if not created:
-        ExecutionStep.objects.filter(pk=step.pk).update(
-            status=ExecutionStep.Status.RUNNING,
-            attempts=step.attempts + 1,
-            started_at=timezone.now(),
-            finished_at=None,
-            error="",
+    if attempt > 1:
+        line = log_line(
+            f"step '{step_id}' retried (attempt {attempt})",
+            step_id=step_id,
+            level=ExecutionLog.Level.WARNING,
+            at=now,
         )
+    else:
+        line = log_line(f"step '{step_id}' started", step_id=step_id, at=now)
+    execution_log_write(organization_id=organization_id, execution_id=execution_id, lines=[line])
 
 
 def step_finished(
@@ -254,19 +368,41 @@ def step_finished(
     output: Any = None,
     error: str = "",
     organization_id: int,
+    logs: Iterable[dict[str, Any]] = (),
+    detail: str = "",
 ) -> None:
-    ExecutionStep.objects.update_or_create(
+    """Record a step's end: its status, output or error, and in the same batch the lines it
+    logged (`logs`, redacted as in Dagster's log) and the line that says how it ended. A step
+    skipped by its condition ends without starting; `detail` says why."""
+    now = timezone.now()
+    ExecutionStep.objects.bulk_create(
+        [
+            ExecutionStep(
+                organization_id=organization_id,
+                execution_id=execution_id,
+                step_id=step_id,
+                step_type=step_type,
+                position=position,
+                status=status,
+                output=output,
+                error=error,
+                finished_at=now,
+            )
+        ],
+        update_conflicts=True,
+        unique_fields=["execution", "step_id"],
+        update_fields=["status", "output", "error", "finished_at"],
+    )
+    if status == ExecutionStep.Status.FAILURE:
+        end = log_line(f"step '{step_id}' failed: {error}", level=ExecutionLog.Level.ERROR, at=now)
+    elif status == ExecutionStep.Status.SKIPPED:
+        end = log_line(f"step '{step_id}' skipped" + (f": {detail}" if detail else ""), at=now)
+    else:
+        end = log_line(f"step '{step_id}' succeeded", at=now)
+    execution_log_write(
+        organization_id=organization_id,
         execution_id=execution_id,
-        step_id=step_id,
-        defaults={
-            "organization_id": organization_id,
-            "step_type": step_type,
-            "position": position,
-            "status": status,
-            "output": output,
-            "error": error,
-            "finished_at": timezone.now(),
-        },
+        lines=[*({**line, "step_id": step_id} for line in logs), {**end, "step_id": step_id}],
     )
 
 
@@ -282,14 +418,19 @@ def execution_finish(
     *, run_id: str, run_status: str, error: str = "", tags: dict | None = None
 ) -> int | None:
     """Close the execution of a finished Dagster run; steps that never ran are recorded as
-    skipped, steps cut off mid-way as failed."""
+    skipped, steps cut off mid-way as failed, and the run's end is logged. Steps a re-run took
+    from its parent were recorded when it started, so they are not among those skipped."""
     status = _RUN_TO_EXECUTION[run_status]
+    tags = tags or {}
+    claimed_id = _tag_id(tags, TAG_EXECUTION)
+    if tags.get(TAG_PARENT_RUN) and claimed_id is not None:
+        execution_launch_lock(execution_id=claimed_id)  # a re-run still being committed
     execution = WorkflowExecution.objects.select_for_update().filter(dagster_run_id=run_id).first()
-    if execution is None and tags and TAG_EXECUTION in tags:
+    if execution is None and claimed_id is not None:
         # The run failed before its first op recorded anything (e.g. could not start).
         execution = (
             WorkflowExecution.objects.select_for_update()
-            .filter(pk=int(tags[TAG_EXECUTION]), dagster_run_id__isnull=True)
+            .filter(pk=claimed_id, dagster_run_id__isnull=True)
             .first()
         )
         if execution:
@@ -307,8 +448,9 @@ def execution_finish(
     TriggerEvent.objects.filter(execution=execution, status__in=_NOT_LAUNCHED).update(
         status=TriggerEvent.Status.LAUNCHED, dagster_run_id=run_id, launched_at=now
     )
-    recorded = set(execution.steps.values_list("step_id", flat=True))
+    recorded = dict(execution.steps.values_list("step_id", "status"))
     steps = WorkflowDefinition.model_validate(execution.version.definition).steps
+    not_run = [(position, step) for position, step in enumerate(steps) if step.id not in recorded]
     ExecutionStep.objects.bulk_create(
         ExecutionStep(
             organization_id=execution.organization_id,
@@ -319,13 +461,40 @@ def execution_finish(
             status=ExecutionStep.Status.SKIPPED,
             finished_at=now,
         )
-        for position, step in enumerate(steps)
-        if step.id not in recorded
+        for position, step in not_run
     )
-    execution.steps.filter(status=ExecutionStep.Status.RUNNING).update(
-        status=ExecutionStep.Status.FAILURE,
-        error=f"run ended ({run_status.lower()}) while the step was running",
-        finished_at=now,
+    cut_off = [step_id for step_id, s in recorded.items() if s == ExecutionStep.Status.RUNNING]
+    cut_off_error = f"run ended ({run_status.lower()}) while the step was running"
+    if cut_off:
+        execution.steps.filter(step_id__in=cut_off).update(
+            status=ExecutionStep.Status.FAILURE, error=cut_off_error, finished_at=now
+        )
+    lines = [
+        log_line(f"step '{step.id}' did not run", step_id=step.id, at=now) for _, step in not_run
+    ]
+    lines += [
+        log_line(
+            f"step '{step_id}' failed: {cut_off_error}",
+            step_id=step_id,
+            level=ExecutionLog.Level.ERROR,
+            at=now,
+        )
+        for step_id in cut_off
+    ]
+    if status == WorkflowExecution.Status.SUCCESS:
+        lines.append(log_line("run succeeded", at=now))
+    elif status == WorkflowExecution.Status.FAILURE:
+        lines.append(
+            log_line(
+                f"run failed: {execution.error or 'no error message'}",
+                level=ExecutionLog.Level.ERROR,
+                at=now,
+            )
+        )
+    else:
+        lines.append(log_line("run canceled", level=ExecutionLog.Level.WARNING, at=now))
+    execution_log_write(
+        organization_id=execution.organization_id, execution_id=execution.pk, lines=lines
     )
     if status in _FINISH_EVENTS:
         _finish_event_emit(execution=execution, status=status)

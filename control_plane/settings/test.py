@@ -12,5 +12,6 @@ SYSTEM_DATABASE = "default"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 DAGSTER_TIMEOUT_SECONDS = 0.5
+FLOWPILOT_FAST_LAUNCH = False  # tests that launch through GraphQL turn it on themselves
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 EMAIL_SEND_ASYNC = False  # mail.outbox is filled before the response
