@@ -159,11 +159,14 @@ def stub_control_plane(specs: dict[int, Any]) -> Any:
     from resources.control_plane import ControlPlaneResource
 
     class StubControlPlane(ControlPlaneResource):
-        def published_job_index(self) -> dict[str, int]:
+        def published_job_index(self, *, shard: int = 0, shards: int = 1) -> dict[str, int]:
             return {spec.job_name: version_id for version_id, spec in specs.items()}
 
         def workflow_spec(self, version_id: int) -> Any:
             return specs[version_id]
+
+        def workflow_specs(self, version_ids: list[int]) -> dict[int, Any]:
+            return {version_id: specs[version_id] for version_id in version_ids}
 
     return StubControlPlane()
 

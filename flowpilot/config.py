@@ -37,6 +37,7 @@ class Config:
     port: int
     dagster_host: str
     dagster_port: int
+    code_shards: int = 1  # FLOWPILOT_CODE_SHARDS: Dagster code locations (flowpilot/shards.py)
 
     @property
     def pg_dir(self) -> Path:
@@ -93,4 +94,12 @@ def load() -> Config:
         port=int(_env("FLOWPILOT_PORT", "8000")),
         dagster_host=_env("FLOWPILOT_DAGSTER_HOST", "127.0.0.1"),
         dagster_port=int(_env("FLOWPILOT_DAGSTER_PORT", "3000")),
+        code_shards=_code_shards(),
     )
+
+
+def _code_shards() -> int:
+    raw = _env("FLOWPILOT_CODE_SHARDS", "1")
+    if not raw.isdecimal() or not 1 <= int(raw) <= 64:
+        raise ValueError(f"FLOWPILOT_CODE_SHARDS must be a whole number from 1 to 64, not {raw!r}")
+    return int(raw)

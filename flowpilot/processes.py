@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from flowpilot import config
+from flowpilot import config, shards
 
 
 def bin_path(name: str) -> str:
@@ -60,13 +60,16 @@ def control_plane_args(cfg: config.Config) -> list[str]:
 
 
 def dagster_dev_args(cfg: config.Config) -> list[str]:
-    """Dagster webserver + daemon (and the code server they share) for `flowpilot up`."""
+    """Dagster webserver + daemon (and the code servers they share, one per code location) for
+    `flowpilot up`."""
     host, port = cfg.dagster_host, str(cfg.dagster_port)
-    return [bin_path("dagster"), "dev", "-w", "workspace.yaml", "-h", host, "-p", port]
+    workspace = str(shards.workspace_file(cfg))
+    return [bin_path("dagster"), "dev", "-w", workspace, "-h", host, "-p", port]
 
 
-def dagster_daemon_args() -> list[str]:
-    return [bin_path("dagster-daemon"), "run", "-w", "workspace.yaml"]
+def dagster_daemon_args(cfg: config.Config | None = None) -> list[str]:
+    workspace = str(shards.workspace_file(cfg or config.load()))
+    return [bin_path("dagster-daemon"), "run", "-w", workspace]
 
 
 def spawn(args: list[str], env: dict[str, str], log_file: Path | None = None) -> subprocess.Popen:

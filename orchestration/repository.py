@@ -13,6 +13,7 @@ from dagster import JobDefinition, RepositoryDefinition, repository
 from orchestration.maintenance import make_identity_cleanup
 from orchestration.rendering import build_job
 from orchestration.schedules import make_workflow_schedules
+from orchestration.steps.definition import WorkflowSpec
 from resources.control_plane import ControlPlaneResource
 from resources.email import EmailResource
 from resources.http import HttpResource
@@ -35,19 +36,43 @@ def make_repository(
     control_plane: ControlPlaneResource,
     resource_defs: Mapping[str, Any] | None = None,
     name: str = "flowpilot",
+    *,
+    shard: int = 0,
+    shards: int = 1,
 ) -> RepositoryDefinition:
+    """The repository of code-location shard `shard` of `shards` (flowpilot/shards.py): the
+    jobs, schedules and trigger sensor of the organizations in that shard only; the platform's
+    maintenance jobs in shard 0."""
     resources = dict(resource_defs or default_resources(control_plane))
-    index = control_plane.published_job_index()
+    index = control_plane.published_job_index(shard=shard, shards=shards)
+
+    built: set[int] = set()
+    prefetched: dict[int, WorkflowSpec] = {}
+
+    def spec_for(version_id: int) -> WorkflowSpec:
+        # A run worker builds one job and reads one spec. A process that builds a second job is
+        # loading the whole location (a code server): it reads all the others in one query.
+        if len(built) == 1 and not prefetched:
+            prefetched.update(
+                control_plane.workflow_specs([v for v in index.values() if v not in built])
+            )
+        spec = prefetched.pop(version_id, None)
+        return spec or control_plane.workflow_spec(version_id)
 
     @cache
     def job_for_version(version_id: int) -> JobDefinition:
-        return build_job(control_plane.workflow_spec(version_id), resources)
+        job = build_job(spec_for(version_id), resources)
+        built.add(version_id)
+        return job
 
     def lazy(version_id: int):
         return lambda: job_for_version(version_id)
 
-    cleanup_job, cleanup_schedule = make_identity_cleanup(control_plane)
-    schedules = [cleanup_schedule] + make_workflow_schedules(
+    maintenance_jobs, schedules = [], []
+    if shard == 0:
+        cleanup_job, cleanup_schedule = make_identity_cleanup(control_plane)
+        maintenance_jobs, schedules = [cleanup_job], [cleanup_schedule]
+    schedules += make_workflow_schedules(
         control_plane, [row for row in control_plane.schedule_index() if row["job_name"] in index]
     )
     sensors = [
@@ -59,7 +84,7 @@ def make_repository(
     def flowpilot():
         return {
             "jobs": {
-                cleanup_job.name: cleanup_job,
+                **{job.name: job for job in maintenance_jobs},
                 **{job_name: lazy(version_id) for job_name, version_id in index.items()},
             },
             "sensors": {sensor.name: (lambda s=sensor: s) for sensor in sensors},

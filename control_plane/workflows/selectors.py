@@ -5,6 +5,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import Organization
 from control_plane.workflows.models import RUN_PRIORITY, Workflow, WorkflowTrigger, WorkflowVersion
+from flowpilot.shards import shard_of
 from orchestration.steps.definition import WorkflowSpec, job_name_for
 
 
@@ -62,16 +63,37 @@ def _latest_versions() -> QuerySet[WorkflowVersion]:
     return _system_versions().filter(pk=Subquery(latest), workflow__status=Workflow.Status.ACTIVE)
 
 
-def published_job_index() -> dict[str, int]:
+def shard_organization_ids(*, shard: int, shards: int) -> list[int]:
+    """The organizations whose workflows code-location shard `shard` of `shards` loads
+    (flowpilot/shards.py: a stable hash of the slug)."""
+    rows = Organization.objects.using(system_database()).values_list("id", "slug")
+    return [pk for pk, slug in rows if shard_of(slug, shards) == shard]
+
+
+def published_job_index(*, shard: int = 0, shards: int = 1) -> dict[str, int]:
     """{Dagster job name: version id} of the latest version of every active workflow, across
-    organizations (a system read for the code location). One cheap query, no definitions."""
-    rows = _latest_versions().values_list("id", "organization__slug", "workflow__slug")
+    organizations (a system read for the code location), or of the organizations in one shard.
+    One cheap query, no definitions."""
+    versions = _latest_versions()
+    if shards > 1:
+        versions = versions.filter(
+            organization_id__in=shard_organization_ids(shard=shard, shards=shards)
+        )
+    rows = versions.values_list("id", "organization__slug", "workflow__slug")
     return {job_name_for(org, slug): version_id for version_id, org, slug in rows}
 
 
 def workflow_spec(*, version_id: int) -> WorkflowSpec:
     version = _system_versions().select_related("workflow", "organization").get(pk=version_id)
     return spec_from_version(version)
+
+
+def workflow_specs(*, version_ids: list[int]) -> dict[int, WorkflowSpec]:
+    """{version id: spec} for many versions in one query (a code server loading its location);
+    ids that do not exist are left out."""
+    versions = _system_versions().select_related("workflow", "organization")
+    versions = versions.filter(pk__in=version_ids)
+    return {version.pk: spec_from_version(version) for version in versions}
 
 
 def spec_from_version(version: WorkflowVersion) -> WorkflowSpec:

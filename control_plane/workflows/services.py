@@ -118,11 +118,11 @@ def workflow_update(*, workflow: Workflow, **changes: Any) -> Workflow:
                 "publish the workflow to make it active", fields={"status": ["not published"]}
             )
         if Workflow.Status.ACTIVE in (status, workflow.status):
-            transaction.on_commit(dagster.reload_code_location)
+            dagster.reload_on_commit(workflow.organization_id)
         workflow.status = status
     priority = changes.get("priority", workflow.priority)
     if priority != workflow.priority and status == Workflow.Status.ACTIVE:
-        transaction.on_commit(dagster.reload_code_location)  # the job's dagster/priority tag
+        dagster.reload_on_commit(workflow.organization_id)  # the job's dagster/priority tag
     for field, value in changes.items():
         setattr(workflow, field, value)
     workflow.full_clean(exclude=["organization", "created_by"], validate_unique=False)
@@ -223,7 +223,7 @@ def workflow_publish(
         if workflow.status != Workflow.Status.ACTIVE:
             workflow.status = Workflow.Status.ACTIVE
             workflow.save(update_fields=["status", "updated_at"])
-        transaction.on_commit(dagster.reload_code_location)
+        dagster.reload_on_commit(workflow.organization_id)
     caller_copy.status = workflow.status
     log.info(
         "workflow published",

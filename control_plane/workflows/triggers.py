@@ -276,7 +276,7 @@ def _reload_if_scheduled(trigger: WorkflowTrigger) -> None:
     """Schedules are Dagster definitions: a change reaches the daemon through a code location
     reload once the change is committed."""
     if trigger.kind == Kind.SCHEDULE:
-        transaction.on_commit(dagster.reload_code_location)
+        dagster.reload_on_commit(trigger.organization_id)
 
 
 def _webhook_only(trigger: WorkflowTrigger, what: str) -> None:

@@ -358,7 +358,7 @@ def test_schedule_trigger_changes_reload_the_code_location(
     from control_plane.workflows.triggers import trigger_delete, trigger_update
 
     def reloads(callbacks) -> int:
-        return sum(callback is dagster.reload_code_location for callback in callbacks)
+        return sum(getattr(c, "func", None) is dagster.reload_code_location for c in callbacks)
 
     with django_capture_on_commit_callbacks() as created:
         trigger = _schedule_trigger(published)
