@@ -1,248 +1,217 @@
 #!/usr/bin/env python
-"""Trigger latency benchmark: from the API call that triggers a workflow to its first step
-starting, and to its execution finishing, through the real processes.
+"""Trigger latency, FlowPilot side by side with plain Dagster on this machine: from a trigger to
+the first step starting and to the run finishing, p50/p95 over --runs runs of a 3-step
+workflow (FlowPilot) and a 3-op job (plain Dagster), each doing trivial work.
 
-Setup, all in a FLOWPILOT_HOME of its own (default: a fresh temp dir, deleted at the end unless
---keep): the embedded PostgreSQL, migrations, the demo seed (a published 3-step workflow:
-template -> http.request to a local echo server -> template), the control plane as a real
-process (uvicorn) and the Dagster daemon (`dagster-daemon run -w workspace.yaml`, which starts
-the code server and launches runs). One warm-up run, waited for and left out of the figures,
-shows that the daemon is ready. Then, one after the other, --runs runs of:
+Three paths, measured one after the other (one system running at a time):
+  (a) FlowPilot, whatever it does at the time: `flowpilot up`, a webhook trigger
+      (`POST /hooks/{token}`) on a workflow of three `transform.template` steps;
+  (b) plain Dagster, a sensor with Dagster's default interval (30 s) that starts one run per
+      new row of a table, with the default run coordinator (QueuedRunCoordinator, dequeued
+      every 5 s) and launcher (a process per run): the trigger is a row insert;
+  (c) plain Dagster, a GraphQL `launchRun` per trigger, same instance.
+See bench/_systems.py for both set-ups and the exact measurement points: the trigger is the
+moment the request or insert is sent; first step = the run's first STEP_START event in
+Dagster's event log; finished = its RUN_SUCCESS event (for FlowPilot also the execution's
+finished_at in the control plane).
 
-    t0 = time.time(); POST /api/v1/workflows/{id}/run   (Authorization: Bearer ...)
+Pacing: every path gets the same steady stream, one trigger every --interval seconds on
+average (each gap uniform in 0.5-1.5 x interval), after one warm-up run that is left out. A 30 s
+sensor then picks triggers up in batches of about 30/interval; the gaps' spread puts triggers at
+every point of each system's tick loops. Runs may overlap (a system's own queueing is part of
+what is measured), the same way for all three.
 
-waiting (polling the database) until the execution is finished. From the database timestamps:
+Run from the project root (the full figures: 50 runs, about 15 minutes):
 
-    first step  = the first ExecutionStep.started_at - t0
-    finished    = WorkflowExecution.finished_at - t0   (set by the run-status sensor)
-
-plus, for context, the API answer (202), the Dagster run's creation by the trigger sensor
-(`runs.create_timestamp` in Dagster's database), the run worker starting (`runs.start_time`) and
-WorkflowExecution.started_at (the run's first op recorded the execution). All processes share
-this machine's clock. p50 and p95 are computed with linear interpolation between the closest
-ranks.
-
-Between runs the script sleeps a random 0..--gap seconds (default 5). Dagster's sensor daemon
-evaluates sensors in a loop of at least 5 seconds, and the execution is finished by a sensor in
-that same loop: without the gap every trigger would land just after a sensor tick and measure
-the worst case of the trigger sensor's wait rather than its distribution (--gap 0 does that).
-
-Run from the project root:
-
-    .venv/bin/python bench/trigger_latency.py            # 20 runs
-    .venv/bin/python bench/trigger_latency.py --runs 3 --keep
+    .venv/bin/python bench/trigger_latency.py
+    .venv/bin/python bench/trigger_latency.py --runs 10 --systems flowpilot,graphql --keep
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
-import re
 import sys
 import time
-from datetime import UTC
 from pathlib import Path
-from typing import Any
 
-from _common import database_and_children, machine, percentile, private_home, wait_for_health
+from _common import database_and_children, machine, percentile, private_home
+from _systems import (
+    FlowPilot,
+    PlainDagster,
+    System,
+    Trigger,
+    machine_cpu,
+    send_paced,
+    wait_complete,
+)
 
-RUN_TIMEOUT = 180.0  # seconds for one execution (the warm-up includes loading the code location)
-POLL_INTERVAL = 0.05
+SYSTEMS = ("flowpilot", "sensor", "graphql")
+WARMUP_TIMEOUT = 240.0
 
 
-class Bench:
-    def __init__(self, cfg: Any, token: str, workflow_id: int, echo_url: str, children: list):
-        import httpx
+def measure(system: System, args: argparse.Namespace, rng: random.Random) -> dict:
+    print(f"\n== {system.label}")
+    started = time.monotonic()
+    warm = [system.send(-1)]
+    wait_complete(system, warm, WARMUP_TIMEOUT)
+    print(
+        f"warm-up run {warm[0].status} in {time.monotonic() - started:.1f}s "
+        f"(first step {warm[0].since('first_step'):.2f}s, "
+        f"finished {warm[0].since('finished'):.2f}s)"
+    )
+    busy0, total0 = machine_cpu()
+    cpu0 = system.watch.cpu_seconds()
+    window_start = time.monotonic()
+    triggers = send_paced(system, args.runs, args.interval, rng)
+    wait_complete(system, triggers, args.timeout)
+    wall = time.monotonic() - window_start
+    busy1, total1 = machine_cpu()
+    cpu1 = system.watch.cpu_seconds()
+    for trigger in triggers:
+        print(
+            f"  {trigger.index + 1:>3}  {trigger.status:<8} answer {trigger.answer * 1000:5.0f} ms"
+            f"  run created {trigger.since('created'):6.2f}s"
+            f"  worker {trigger.since('worker'):6.2f}s"
+            f"  first step {trigger.since('first_step'):6.2f}s"
+            f"  finished {trigger.since('finished'):6.2f}s"
+            + (
+                f"  execution finished {trigger.since('execution_finished'):6.2f}s"
+                if not math.isnan(trigger.execution_finished)
+                else ""
+            )
+        )
+    sys.stdout.flush()
+    return {
+        "label": system.label,
+        "triggers": triggers,
+        "wall": wall,
+        "machine_busy": (busy1 - busy0) / max(total1 - total0, 1e-9),
+        "cpu": {name: cpu1[name] - cpu0.get(name, 0.0) for name in cpu1},
+        "load": os.getloadavg(),
+    }
 
-        self.cfg = cfg
-        self.workflow_id = workflow_id
-        self.echo_url = echo_url
-        self.children = children
-        self.client = httpx.Client(
-            base_url=cfg.control_plane_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30.0,
+
+MAIN = (("first_step", "first step (STEP_START)"), ("finished", "finished (RUN_SUCCESS)"))
+CONTEXT = (
+    ("answer", "request answered"),
+    ("created", "run created"),
+    ("worker", "worker (RUN_START)"),
+    ("execution_finished", "execution finished (CP)"),
+)
+
+
+def _values(triggers: list[Trigger], name: str) -> list[float]:
+    if name == "answer":
+        return [t.answer for t in triggers]
+    return [v for v in (t.since(name) for t in triggers) if not math.isnan(v)]
+
+
+def _table(results: list[dict], columns: tuple[tuple[str, str], ...], width: int) -> None:
+    print(f"  {'':<28}" + "".join(f" | {title:^{width}}" for _, title in columns))
+    print(
+        f"  {'path':<28}"
+        + "".join(
+            f" | {'p50':>{width // 3}}{'p95':>{width // 3}}{'max':>{width - 2 * (width // 3)}}"
+            for _ in columns
+        )
+    )
+    for result in results:
+        cells = []
+        for name, _ in columns:
+            values = _values(result["triggers"], name)
+            if not values:
+                cells.append(f" | {'-':>{width}}")
+                continue
+            p50, p95, top = percentile(values, 0.5), percentile(values, 0.95), max(values)
+            third = width // 3
+            cells.append(f" | {p50:>{third}.2f}{p95:>{third}.2f}{top:>{width - 2 * third}.2f}")
+        print(f"  {result['label']:<28}" + "".join(cells))
+
+
+def report(results: list[dict], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"Trigger latency: 3-step workflow / 3-op job of trivial work, {args.runs} runs per path,"
+        f" one trigger every {args.interval:g} s on average (gaps uniform 0.5-1.5x), after one"
+        " warm-up run"
+    )
+    print(f"machine: {machine()}")
+    print(
+        "seconds from the trigger (the moment the webhook request / row insert / launchRun is sent)"
+    )
+    _table(results, MAIN, 24)
+    print()
+    _table(results, CONTEXT, 24)
+    print("  CP: WorkflowExecution.finished_at in FlowPilot's control plane")
+    print()
+    for result in results:
+        ok = sum(t.status == "SUCCESS" for t in result["triggers"])
+        cpu = result["cpu"]
+        print(
+            f"  {result['label']}: {ok}/{len(result['triggers'])} succeeded;"
+            f" {result['wall']:.0f} s from the first trigger to the last run finished; machine"
+            f" busy {result['machine_busy'] * 100:.0f}% of {os.cpu_count()} cores (all processes);"
+            f" CPU seen in its processes {cpu.get('system', 0):.1f} s, in Postgres"
+            f" {cpu.get('postgres', 0):.1f} s (sampled: a lower bound); load average"
+            f" {result['load'][0]:.1f}/{result['load'][1]:.1f}"
         )
 
-    def check_children(self) -> None:
-        for child in self.children:
-            if child.poll() is not None:
-                raise SystemExit(
-                    f"{' '.join(child.args[:2])} exited ({child.returncode}); "
-                    f"see {self.cfg.home / 'logs'} (run with --keep to keep them)"
-                )
 
-    def dagster_run_times(self, run_id: str | None) -> tuple[float, float]:
-        """(created, started) of a Dagster run, epoch seconds; NaN when unknown."""
-        import psycopg
+def run(args: argparse.Namespace) -> int:
+    from flowpilot import runtime
 
-        if not run_id:
-            return math.nan, math.nan
-        url = re.sub(r"^postgresql\+\w+://", "postgresql://", self.cfg.dagster_pg_url)
-        with psycopg.connect(url) as conn:
-            row = conn.execute(
-                "SELECT create_timestamp, start_time FROM runs WHERE run_id = %s", [run_id]
-            ).fetchone()
-        if row is None:
-            return math.nan, math.nan
-        created, started = row
-        # Dagster stores create_timestamp as naive UTC (it reads it back the same way).
-        created_at = created.replace(tzinfo=UTC).timestamp() if created else math.nan
-        return created_at, started if started is not None else math.nan
-
-    def run_once(self, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-        from control_plane.executions.models import ExecutionStep, WorkflowExecution
-
-        body = {"inputs": {"name": "bench", "url": f"{self.echo_url}/echo"}}
-        t0 = time.time()
-        response = self.client.post(f"/api/v1/workflows/{self.workflow_id}/run", json=body)
-        t_response = time.time() - t0
-        if response.status_code != 202:
-            raise SystemExit(f"trigger answered {response.status_code}: {response.text[:500]}")
-        execution_id = response.json()["id"]
-        deadline = time.monotonic() + timeout
-        while True:
-            # The benchmark watches as a system observer (the owner role, past row security).
-            execution = WorkflowExecution.objects.unscoped().using("owner").get(pk=execution_id)
-            if execution.status in WorkflowExecution.FINISHED:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"execution {execution_id} still {execution.status} after {timeout:.0f}s; "
-                    f"see {self.cfg.home / 'logs'} (run with --keep to keep them)"
-                )
-            self.check_children()
-            time.sleep(POLL_INTERVAL)
-        run_created, run_start = self.dagster_run_times(execution.dagster_run_id)
-        steps = list(
-            ExecutionStep.objects.unscoped()
-            .using("owner")
-            .filter(execution=execution)
-            .order_by("position")
-        )
-        started = [s.started_at for s in steps if s.started_at is not None]
-        first_step = min(started).timestamp() - t0 if started else math.nan
-        return {
-            "execution": execution_id,
-            "status": execution.status,
-            "error": execution.error,
-            "response": t_response,
-            "run_created": run_created - t0,
-            "run_worker": run_start - t0,
-            "run_started": (
-                execution.started_at.timestamp() - t0 if execution.started_at else math.nan
-            ),
-            "first_step": first_step,
-            "finished": execution.finished_at.timestamp() - t0,
-            "steps": [(s.step_id, s.status) for s in steps],
-        }
-
-
-def run(args: argparse.Namespace, home: Path) -> int:
-    from flowpilot import processes, runtime
-
-    with database_and_children() as (cfg, children):
+    rng = random.Random(args.seed)
+    results = []
+    with database_and_children() as (cfg, _children):
         from control_plane.core.seed import seed_demo
-        from flowpilot.echo_server import EchoServer
 
         seed = seed_demo()
         runtime.close_db()
         log_dir = cfg.home / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        env = processes.child_env(cfg)
-        setup_started = time.monotonic()
-        children.append(
-            processes.spawn(
-                processes.control_plane_args(cfg),
-                env,
-                log_file=log_dir / "uvicorn.log",
-            )
-        )
-        children.append(
-            processes.spawn(
-                processes.dagster_daemon_args(),
-                env,
-                log_file=log_dir / "dagster-daemon.log",
-            )
-        )
-        wait_for_health(cfg, children)
-        print(f"control plane healthy after {time.monotonic() - setup_started:.1f}s")
-        with EchoServer() as echo:
-            bench = Bench(cfg, seed.token, seed.workflow.pk, echo.url, children)
-            warm = bench.run_once()
-            print(
-                f"warm-up run: {warm['status']} (execution {warm['execution']}), daemon ready "
-                f"{time.monotonic() - setup_started:.1f}s after the processes started; "
-                f"first step at {warm['first_step']:.2f}s, finished at {warm['finished']:.2f}s"
-            )
-            if warm["status"] != "success":
-                print(f"  warm-up error: {warm['error']}")
-            results = []
-            for index in range(args.runs):
-                if args.gap > 0:
-                    time.sleep(random.uniform(0, args.gap))
-                result = bench.run_once()
-                results.append(result)
-                print(
-                    f"run {index + 1:>3}/{args.runs}: {result['status']:<8} "
-                    f"api {result['response'] * 1000:4.0f} ms  "
-                    f"dagster run {result['run_created']:5.2f}s  "
-                    f"worker {result['run_worker']:5.2f}s  "
-                    f"first step {result['first_step']:6.2f}s  "
-                    f"finished {result['finished']:6.2f}s"
-                )
-                if result["status"] != "success":
-                    print(f"  error: {result['error']}  steps: {result['steps']}")
-                sys.stdout.flush()
-        report(results, args.gap)
-        failures = [r for r in results if r["status"] != "success"]
-        return 1 if failures else 0
-
-
-def report(results: list[dict[str, Any]], gap: float) -> None:
-    ok = [r for r in results if r["status"] == "success"]
-    print()
-    print(
-        f"Trigger latency, 3-step workflow, {len(results)} sequential runs ({len(ok)} success), "
-        f"random 0-{gap:g}s gap before each"
-    )
-    print(f"machine: {machine()}")
-    print(f"  {'from the POST (t0) to':<42} {'p50':>9} {'p95':>9} {'min':>9} {'max':>9}")
-    for key, label in (
-        ("response", "the API answer (202)"),
-        ("run_created", "Dagster run created (trigger sensor)"),
-        ("run_worker", "run worker started (RUN_START)"),
-        ("run_started", "execution started (first op)"),
-        ("first_step", "first step started"),
-        ("finished", "execution finished"),
-    ):
-        values = [r[key] for r in results if not math.isnan(r[key])]
-        if not values:
-            continue
-        cells = [percentile(values, 0.5), percentile(values, 0.95), min(values), max(values)]
-        print(f"  {label:<42} " + " ".join(f"{v:>8.3f}s" for v in cells))
+        if "flowpilot" in args.systems:
+            with FlowPilot(cfg, seed.token, log_dir) as flowpilot:
+                results.append(measure(flowpilot, args, rng))
+        plain_modes = [mode for mode in ("sensor", "graphql") if mode in args.systems]
+        if plain_modes:
+            with PlainDagster(cfg, log_dir) as plain:
+                for mode in plain_modes:
+                    plain.mode = mode
+                    results.append(measure(plain, args, rng))
+    report(results, args)
+    failed = sum(t.status != "SUCCESS" for r in results for t in r["triggers"])
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=50, help="measured runs per path (50)")
     parser.add_argument(
-        "--home", type=Path, help="FLOWPILOT_HOME to use (default: a fresh temp dir)"
+        "--interval", type=float, default=5.0, help="mean seconds between triggers (5)"
     )
     parser.add_argument(
-        "--gap",
-        type=float,
-        default=5.0,
-        help="sleep a random 0..GAP seconds before each run (default 5; see above)",
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma-separated, from {', '.join(SYSTEMS)} (all)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep FLOWPILOT_HOME (and its logs)")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds for the last runs to finish (600)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="random seed of the gaps (1)")
+    parser.add_argument("--home", type=Path, help="FLOWPILOT_HOME to use (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep FLOWPILOT_HOME and its logs")
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-
-    with private_home(args.home, args.keep) as home:
-        return run(args, home)
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown or not args.systems:
+        parser.error(f"--systems: unknown {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if args.runs < 1 or args.interval < 0:
+        parser.error("--runs must be at least 1 and --interval not negative")
+    with private_home(args.home, args.keep):
+        return run(args)
 
 
 if __name__ == "__main__":
