@@ -268,6 +268,14 @@ def close_execution(instance: Any, run_id: str, settings_module: str) -> None:
             run,
             EngineEventData.engine_error(serializable_error_info_from_exc_info(sys.exc_info())),
         )
+    # Closing the execution may have started workflows subscribed to it finishing; their
+    # fast-path launches run in this process's thread pool and must go out before the process
+    # exits (else they wait for the sensor's stale sweep).
+    from django.conf import settings
+
+    from control_plane.executions.launch import fast_launch_wait
+
+    fast_launch_wait(timeout=2 * settings.DAGSTER_TIMEOUT_SECONDS + 1)
 
 
 def run_child(request: dict[str, Any], settings_module: str) -> int:

@@ -42,11 +42,12 @@ class ControlPlaneResource(ConfigurableResource):
         return identity_cleanup()
 
     # Code location: what to render.
-    def published_job_index(self) -> dict[str, int]:
+    def published_job_index(self, *, shard: int = 0, shards: int = 1) -> dict[str, int]:
+        """Every organization's jobs, or those of code-location shard `shard` of `shards`."""
         self._ready()
         from control_plane.workflows.selectors import published_job_index
 
-        return published_job_index()
+        return published_job_index(shard=shard, shards=shards)
 
     def schedule_index(self) -> list[dict]:
         self._ready()
@@ -59,6 +60,12 @@ class ControlPlaneResource(ConfigurableResource):
         from control_plane.workflows.selectors import workflow_spec
 
         return workflow_spec(version_id=version_id)
+
+    def workflow_specs(self, version_ids: list[int]) -> dict[int, WorkflowSpec]:
+        self._ready()
+        from control_plane.workflows.selectors import workflow_specs
+
+        return workflow_specs(version_ids=version_ids)
 
     # Trigger sensor.
     def pending_trigger_events(self, *, after_id: int, stale_seconds: float) -> list[dict]:
@@ -180,3 +187,86 @@ class ControlPlaneResource(ConfigurableResource):
             return None
         with tenant_context(organization_id):
             return execution_finish(run_id=run_id, run_status=run_status, error=error, tags=tags)
+
+    # Trigger sensor: the claim and the sweep it shares with the control plane's fast path
+    # (control_plane/executions/launch.py). System writes across organizations.
+    def trigger_launch_stale_seconds(self) -> float:
+        """Seconds after its claim that a `launching` event is swept (settings)."""
+        self._ready()
+        from django.conf import settings
+
+        return float(settings.FLOWPILOT_LAUNCH_STALE_SECONDS)
+
+    def trigger_events_claim(self, event_ids: list[int]) -> list[int]:
+        """Claim pending events (`pending → launching`); the ids this call won."""
+        self._ready()
+        from control_plane.executions.launch import trigger_events_claim
+
+        return sorted(trigger_events_claim(event_ids=event_ids))
+
+    def trigger_events_stale(
+        self, *, stale_seconds: float, job_names: list[str] | None = None
+    ) -> list[dict]:
+        """Claims older than `stale_seconds` (of these jobs only, when given)."""
+        self._ready()
+        from control_plane.executions.launch import trigger_events_stale
+
+        return trigger_events_stale(stale_seconds=stale_seconds, job_names=job_names)
+
+    def trigger_events_reclaim(self, claims: dict[int, Any]) -> list[int]:
+        """Claim stale events again ({event id: claimed_at as read}); the ids this call won."""
+        self._ready()
+        from control_plane.executions.launch import trigger_events_reclaim
+
+        return sorted(trigger_events_reclaim(claims=claims))
+
+    def trigger_events_mark_launched(self, runs: dict[int, str]) -> list[int]:
+        """Events whose run exists ({event id: run id}) → launched; the ids marked."""
+        self._ready()
+        from control_plane.executions.launch import trigger_events_mark_launched
+
+        return trigger_events_mark_launched(runs=runs)
+
+    # Ops: the execution a run records into, and its log.
+    def execution_claim(
+        self,
+        *,
+        run_id: str,
+        tags: dict[str, str],
+        inputs: dict,
+        parent_run_id: str | None = None,
+        step_keys: list[str] | None = None,
+    ) -> int:
+        """Like `execution_for_run`, knowing what Dagster says about a re-execution: its
+        parent run, and the steps it runs (the others are taken from the parent execution).
+        Once per run in this process."""
+        if run_id not in self._executions:
+            self._ready()
+            from control_plane.core.tenancy import tenant_context
+            from control_plane.executions.services import execution_start_for_run
+
+            organization_id = self._organization_id(tags)
+            if organization_id is None:
+                raise ValueError(f"run {run_id} has no known flowpilot/org tag")
+            with tenant_context(organization_id):
+                self._executions[run_id] = execution_start_for_run(
+                    run_id=run_id,
+                    tags=dict(tags),
+                    inputs=inputs,
+                    parent_run_id=parent_run_id,
+                    step_keys=step_keys,
+                )
+        return self._executions[run_id]
+
+    def execution_log_append(
+        self, *, organization_id: int, execution_id: int, lines: list[dict]
+    ) -> int:
+        """Append lines (already redacted) to an execution's log, in one INSERT."""
+        self._ready()
+        from control_plane.core.tenancy import tenant_context
+        from control_plane.executions.logs import execution_log_write
+
+        with tenant_context(organization_id):
+            return execution_log_write(
+                organization_id=organization_id, execution_id=execution_id, lines=lines
+            )

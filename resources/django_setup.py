@@ -17,9 +17,17 @@ def ensure_django(settings_module: str = "control_plane.settings.dev") -> None:
         if apps.ready:
             return
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
-        os.environ.setdefault("FLOWPILOT_PROCESS", "dagster")
         # Daemon, code server and run workers keep their connection (health-checked on reuse).
-        os.environ.setdefault("DATABASE_CONN_MAX_AGE", "600")
-        import django
+        # Set only while the settings are read: a process this one starts (the CLI starts
+        # uvicorn, where every request has a thread and would keep a connection of its own)
+        # must not inherit them.
+        own = {"FLOWPILOT_PROCESS": "dagster", "DATABASE_CONN_MAX_AGE": "600"}
+        added = [name for name in own if name not in os.environ]
+        os.environ.update({name: own[name] for name in added})
+        try:
+            import django
 
-        django.setup()
+            django.setup()
+        finally:
+            for name in added:
+                os.environ.pop(name, None)

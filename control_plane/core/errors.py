@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -131,8 +133,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return Response(error_body(code, detail), status=exc.status_code, headers=headers)
 
+    if isinstance(exc, OperationalError | InterfaceError):
+        log.warning("database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        body, status_code, headers = _unavailable()
+        return Response(body, status=status_code, headers=headers)
     log.exception("unhandled error in %s", context.get("view").__class__.__name__)
     return Response(error_body("server_error", "Internal server error."), status=500)
+
+
+def _unavailable() -> tuple[dict, int, dict[str, str]]:
+    """The database refused or dropped the connection (overload, restart): nothing was done,
+    and the client may retry shortly."""
+    body = error_body("unavailable", "The service is busy; nothing was done. Retry shortly.")
+    return body, 503, {"Retry-After": "1"}
 
 
 def json_404(request, exception=None) -> JsonResponse:
@@ -140,6 +153,10 @@ def json_404(request, exception=None) -> JsonResponse:
 
 
 def json_500(request) -> JsonResponse:
+    # Django calls this while handling the exception (also one raised in a middleware).
+    if isinstance(sys.exc_info()[1], OperationalError | InterfaceError):
+        body, status_code, headers = _unavailable()
+        return JsonResponse(body, status=status_code, headers=headers)
     return JsonResponse(error_body("server_error", "Internal server error."), status=500)
 
 

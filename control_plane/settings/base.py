@@ -8,6 +8,8 @@ import os
 from datetime import timedelta
 from urllib.parse import parse_qs, unquote, urlparse
 
+from django.core.exceptions import ImproperlyConfigured
+
 from flowpilot import config as runtime
 
 RUNTIME = runtime.load()
@@ -55,6 +57,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "channels",
     "control_plane.core",
     "control_plane.users",
     "control_plane.organizations",
@@ -221,13 +224,44 @@ SPECTACULAR_SETTINGS = {
         "TriggerEventKindEnum": "control_plane.executions.models.TriggerEvent.Kind",
         "ExecutionStatusEnum": "control_plane.executions.models.WorkflowExecution.Status",
         "ConnectorKindEnum": "control_plane.connectors.models.Connector.Kind",
+        "RerunStrategyEnum": "control_plane.executions.models.WorkflowExecution.RerunStrategy",
     },
 }
 
+# Live updates (control_plane/executions/live.py): each process LISTENs to Postgres itself, so
+# the channel layer only fans out inside the process. `group_expiry` is raised from its one day
+# so that a socket open longer keeps its subscriptions (sockets leave their groups on close).
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels.layers.InMemoryChannelLayer",
+        "CONFIG": {"capacity": 1000, "expiry": 60, "group_expiry": 400 * 24 * 3600},
+    }
+}
+# A socket re-checks its session and membership before sending, at most this often.
+LIVE_AUTH_RECHECK_SECONDS = float(env("LIVE_AUTH_RECHECK_SECONDS", "30"))
+
 # Dagster, as seen from the control plane (GraphQL on the webserver).
-DAGSTER_URL = RUNTIME.dagster_url
+# FLOWPILOT_DAGSTER_URL: where the control plane reaches Dagster when that differs from where
+# `flowpilot up` starts it (a proxy in between; tests/e2e/test_exactly_once.py).
+DAGSTER_URL = env("FLOWPILOT_DAGSTER_URL", RUNTIME.dagster_url).rstrip("/")
 DAGSTER_CODE_LOCATION = runtime.CODE_LOCATION
+FLOWPILOT_CODE_SHARDS = RUNTIME.code_shards  # > 1: one code location per shard (core/dagster.py)
 DAGSTER_TIMEOUT_SECONDS = float(env("DAGSTER_TIMEOUT_SECONDS", "2"))
+
+# Fast path (control_plane/executions/launch.py): runs launched through GraphQL right after the
+# trigger commits, by a bounded pool of threads; the trigger sensor leaves them this grace
+# period, and sweeps an event still `launching` this long after its claim. The stale threshold
+# must outlast any launch request still in flight: at least 4 x DAGSTER_TIMEOUT_SECONDS.
+FLOWPILOT_FAST_LAUNCH = env_bool("FLOWPILOT_FAST_LAUNCH", True)
+FLOWPILOT_FAST_LAUNCH_THREADS = int(env("FLOWPILOT_FAST_LAUNCH_THREADS", "4"))
+FLOWPILOT_FAST_LAUNCH_QUEUE = int(env("FLOWPILOT_FAST_LAUNCH_QUEUE", "1000"))
+FLOWPILOT_FAST_LAUNCH_GRACE_SECONDS = float(env("FLOWPILOT_FAST_LAUNCH_GRACE_SECONDS", "5"))
+FLOWPILOT_LAUNCH_STALE_SECONDS = float(env("FLOWPILOT_LAUNCH_STALE_SECONDS", "30"))
+if FLOWPILOT_LAUNCH_STALE_SECONDS < 4 * DAGSTER_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"FLOWPILOT_LAUNCH_STALE_SECONDS ({FLOWPILOT_LAUNCH_STALE_SECONDS:g}) must be at least "
+        f"4 x DAGSTER_TIMEOUT_SECONDS ({DAGSTER_TIMEOUT_SECONDS:g})"
+    )
 
 LOG_LEVEL = env("LOG_LEVEL", "INFO")
 LOGGING = {

@@ -151,3 +151,43 @@ def test_nul_characters_are_a_400_not_a_database_error(api, published):
         "/api/v1/workflows", {"name": "a\x00b", "definition": {"steps": []}}, format="json"
     )
     assert in_body.status_code == 400 and in_body.json()["error"]["code"] == "parse_error"
+
+
+def _unreachable_database_error() -> Exception:
+    """A real OperationalError: Django connecting to a port nothing listens on."""
+    from django.db import connection
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    settings_dict = {**connection.settings_dict, "HOST": "127.0.0.1", "PORT": "1"}
+    wrapper = DatabaseWrapper(settings_dict, alias="unreachable")
+    try:
+        wrapper.ensure_connection()
+    except Exception as exc:  # noqa: BLE001 - the error under test
+        return exc
+    raise AssertionError("connected to port 1")
+
+
+def test_database_unavailable_is_503_with_retry_after_not_500():
+    from django.db import OperationalError
+    from django.test import RequestFactory
+    from rest_framework.views import APIView
+
+    from control_plane.core.errors import exception_handler, json_500
+
+    error = _unreachable_database_error()
+    assert isinstance(error, OperationalError)
+    response = exception_handler(error, {"view": APIView()})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert response.data["error"]["code"] == "unavailable"
+    # Raised outside DRF (a middleware opening the tenant transaction): Django's handler500.
+    try:
+        raise error
+    except OperationalError:
+        page = json_500(RequestFactory().get("/api/v1/x"))
+    assert page.status_code == 503
+    assert json.loads(page.content)["error"]["code"] == "unavailable"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        assert json_500(RequestFactory().get("/api/v1/x")).status_code == 500

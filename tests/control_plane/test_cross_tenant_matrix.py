@@ -20,7 +20,8 @@ from rest_framework.test import APIClient
 from control_plane.connectors import services as connector_services
 from control_plane.connectors.models import Connector
 from control_plane.core.tenancy import tenant_context
-from control_plane.executions.models import WorkflowExecution
+from control_plane.executions.logs import execution_log_write
+from control_plane.executions.models import ExecutionLog, WorkflowExecution
 from control_plane.organizations import services as organization_services
 from control_plane.organizations.models import (
     Department,
@@ -90,6 +91,12 @@ def world(org, other_org, user):
     make_published_workflow(org, user, THREE_STEPS, slug=f"{SECRET}-flow")
     workflow = Workflow.objects.unscoped().get(organization=org)
     execution = run_workflow(workflow)
+    with tenant_context(org.pk):
+        execution_log_write(
+            organization_id=org.pk,
+            execution_id=execution.pk,
+            lines=[{"step_id": "greet", "message": f"step 'greet' logged {SECRET}"}],
+        )
     with tenant_context(org.pk, user_id=user.pk):
         department = Department.objects.create(organization=org, name=f"{SECRET} dept")
         role = organization_services.role_create(
@@ -164,6 +171,7 @@ def acme_snapshot(org) -> str:
             Workflow,
             WorkflowVersion,
             WorkflowExecution,
+            ExecutionLog,
             OrganizationMember,
             Department,
             Role,
