@@ -59,11 +59,9 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
         default_limit: int | None = None,
         limits_source: Callable[[], Mapping[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        dequeue_period_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._dequeue_period = dequeue_period_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._limits: Mapping[str, int] | None = None
@@ -92,7 +90,6 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
             "settings_module": Field(StringSource, is_required=False),
             "quota_cache_seconds": Field(Float, is_required=False),
             "default_limit": Field(Int, is_required=False),
-            "dequeue_period_seconds": Field(Float, is_required=False),
         }
 
     @classmethod
@@ -100,22 +97,10 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> FlowPilotRunCoordinator:
         own = ("settings_module", "quota_cache_seconds", "default_limit")
-        extra = (*own, "dequeue_period_seconds")
-        base = {key: value for key, value in config_value.items() if key not in extra}
+        base = {key: value for key, value in config_value.items() if key not in own}
         coordinator = super().from_config_value(inst_data, base)
         coordinator._configure(*(config_value.get(key) for key in own))
-        coordinator._dequeue_period = config_value.get("dequeue_period_seconds")
         return coordinator
-
-    @property
-    def dequeue_interval_seconds(self) -> float:  # type: ignore[override]
-        """The queue daemon's period. Dagster's own setting takes whole seconds; the daemon
-        itself accepts any number and waits in 0.5 s slices, so 0.5 gives an iteration every
-        ~0.52 s (a queued run waits ~0.26 s on average instead of ~0.5 s at 1) for one cheap
-        query loop more per second. Values below the iteration time would spin the loop."""
-        if self._dequeue_period is not None:
-            return self._dequeue_period
-        return super().dequeue_interval_seconds
 
     def organization_limits(self) -> Mapping[str, int] | None:
         """{slug: limit}, re-read when older than the cache; the last known on a failed read."""

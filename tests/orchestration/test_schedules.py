@@ -312,29 +312,6 @@ def test_dagster_yaml_style_config_reaches_the_instance(org):
         assert _limits(queue)["acme"] == 4
 
 
-def test_the_queue_daemon_takes_the_sub_second_dequeue_period():
-    from dagster._daemon.controller import create_daemon_of_type
-    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
-        QueuedRunCoordinatorDaemon,
-    )
-
-    config = {"dequeue_interval_seconds": 1, "settings_module": "control_plane.settings.test"}
-    overrides = {
-        "run_coordinator": {
-            "module": "orchestration.run_coordinator",
-            "class": "FlowPilotRunCoordinator",
-            "config": {**config, "dequeue_period_seconds": 0.5},
-        }
-    }
-    with instance_for_test(overrides=overrides) as dagster_instance:
-        assert dagster_instance.run_coordinator.dequeue_interval_seconds == 0.5
-        daemon = create_daemon_of_type(QueuedRunCoordinatorDaemon.daemon_type(), dagster_instance)
-        assert daemon.interval_seconds == 0.5
-    overrides["run_coordinator"]["config"] = config  # without it, Dagster's whole seconds
-    with instance_for_test(overrides=overrides) as dagster_instance:
-        assert dagster_instance.run_coordinator.dequeue_interval_seconds == 1
-
-
 def test_an_unreadable_quota_keeps_the_last_limits():
     calls = iter([{"acme": 3}])
 
