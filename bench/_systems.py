@@ -37,6 +37,7 @@ import signal
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -291,19 +292,20 @@ class Trigger:
         return getattr(self, name) - self.t0
 
 
-class System:
+class System(ABC):
     """What the measuring loops need from a system under test."""
 
     label: str
     storage: DagsterStorage
     watch: ProcessWatch
 
+    @abstractmethod
     def send(self, index: int) -> Trigger:
-        raise NotImplementedError
+        """Send trigger number `index`; returns it with its send time."""
 
+    @abstractmethod
     def resolve(self, triggers: list[Trigger]) -> None:
         """Fill in the run and its times for the triggers not complete yet."""
-        raise NotImplementedError
 
     def _fill_times(self, triggers: list[Trigger]) -> None:
         times = self.storage.run_times([t.run_id for t in triggers if t.run_id])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from functools import partial
 from importlib import import_module
 from types import SimpleNamespace
@@ -158,7 +159,7 @@ async def _db(function, **kwargs: Any) -> Any:
 # -- consumers ---------------------------------------------------------------------------------
 
 
-class _LiveConsumer(AsyncJsonWebsocketConsumer):
+class _LiveConsumer(AsyncJsonWebsocketConsumer, ABC):
     execution_id: int | None = None
     organization_id: int | None = None
     user_session_id: int | None = None
@@ -215,11 +216,13 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Clients only listen; anything they send is ignored (not even parsed)."""
 
+    @abstractmethod
     def group(self) -> str:
-        raise NotImplementedError
+        """The channel-layer group this socket follows."""
 
+    @abstractmethod
     def snapshot(self) -> dict[str, Any] | None:
-        raise NotImplementedError
+        """The state sent first (and after a listener reconnect); None when not found."""
 
     async def send_snapshot(self) -> None:
         message = await self._read(self.snapshot)
