@@ -7,118 +7,31 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
-import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance
-from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.launcher import WorkerStatus
-from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
-from dagster._core.remote_origin import (
-    ManagedGrpcPythonEnvCodeLocationOrigin,
-    RemoteJobOrigin,
-    RemoteRepositoryOrigin,
-)
 from dagster._core.storage.dagster_run import DagsterRunStatus
 from dagster._core.test_utils import instance_for_test, poll_for_finished_run
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from control_plane.executions.models import WorkflowExecution
-from flowpilot import config, shards
+from flowpilot import shards
 from orchestration import warm_worker
-from orchestration.repository import make_repository
 from orchestration.run_launcher import WarmRunLauncher, worker_info
 from orchestration.warm_worker import process_alive
-from resources.control_plane import ControlPlaneResource
 from sensors.execution_status import run_failure_message
-from tests.factories import THREE_STEPS, make_published_workflow, run_workflow, steps_of
+from tests.factories import THREE_STEPS, make_published_workflow, steps_of
+from tests.orchestration import warm_support as warm
 
-ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = "control_plane.settings.test"
-CODE_MODULE = "orchestration.definitions"
-
-SLEEPY = {
-    "inputs": {"url": {"type": "string"}},
-    "steps": [
-        {"id": "greet", "type": "transform.template", "config": {"template": "hi"}},
-        {
-            "id": "wait",
-            "type": "http.request",
-            "after": ["greet"],
-            "config": {"url": "{{ inputs.url }}", "method": "GET"},
-        },
-    ],
-}
-
-
-def _url(settings: dict, database: str, user: str, driver: str = "postgresql") -> str:
-    host, port = settings["HOST"], settings["PORT"]
-    if host.startswith("/"):
-        return f"{driver}://{user}:@/{database}?host={quote(host, safe='/')}"
-    password = quote(settings.get("PASSWORD") or "")
-    return f"{driver}://{user}:{password}@{host}:{port or 5432}/{database}"
-
-
-@pytest.fixture(scope="session")
-def dagster_storage_url(django_db_setup, django_db_blocker):
-    """A Dagster run/event storage database of this test session's own, next to its test
-    database, dropped at the end."""
-    from django.db import connection
-
-    settings = dict(connection.settings_dict)
-    name = f"{settings['NAME']}_dagster"
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield _url(settings, name, settings["USER"], driver="postgresql+psycopg2")
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def worker_environment(django_db_setup):
-    """The environment the zygote inherits: the control plane's test database."""
-    from django.db import connection
-
-    settings = connection.settings_dict
-    return {
-        "DATABASE_URL": _url(settings, settings["NAME"], config.APP_ROLE),
-        "DATABASE_OWNER_URL": _url(settings, settings["NAME"], settings["USER"]),
-        "DJANGO_SETTINGS_MODULE": SETTINGS,
-    }
-
-
-def _overrides(storage_url: str, **launcher_config) -> dict:
-    return {
-        "storage": {"postgres": {"postgres_url": storage_url}},
-        "run_launcher": {
-            "module": "orchestration.run_launcher",
-            "class": "WarmRunLauncher",
-            "config": {"settings_module": SETTINGS, "stop_grace_seconds": 5, **launcher_config},
-        },
-        "run_monitoring": {
-            "enabled": True,
-            "poll_interval_seconds": 5,
-            "cancellation_thread_poll_interval_seconds": 1,
-        },
-    }
-
-
-def _warm_instance(storage_url: str, environment: dict, **launcher_config):
-    patch = pytest.MonkeyPatch()
-    for name, value in environment.items():
-        patch.setenv(name, value)
-    return patch, instance_for_test(overrides=_overrides(storage_url, **launcher_config))
+pytestmark = pytest.mark.usefixtures("warm_workers_exit")
 
 
 @pytest.fixture(scope="module")
 def instance(dagster_storage_url, worker_environment):
-    patch, context = _warm_instance(dagster_storage_url, worker_environment)
+    patch, context = warm.warm_instance(dagster_storage_url, worker_environment)
     try:
         with context as dagster_instance:
             yield dagster_instance
@@ -126,101 +39,16 @@ def instance(dagster_storage_url, worker_environment):
         patch.undo()
 
 
-def _create_run(
-    instance: DagsterInstance,
-    workflow,
-    inputs: dict | None = None,
-    attribute: str = "defs",
-    location_name: str = "flowpilot",
-):
-    """The Dagster run the trigger sensor would request for a new execution of `workflow`,
-    with the origins of a code location (by default `flowpilot`: orchestration.definitions:defs)."""
-    execution = run_workflow(workflow, inputs=inputs or {})
-    job_name = f"{workflow.organization.slug}__{workflow.slug}"
-    job = make_repository(ControlPlaneResource()).get_job(job_name)
-    repository = RepositoryPythonOrigin(
-        executable_path=sys.executable,
-        code_pointer=ModuleCodePointer(CODE_MODULE, attribute, str(ROOT)),
-    )
-    location = ManagedGrpcPythonEnvCodeLocationOrigin(
-        LoadableTargetOrigin(
-            executable_path=sys.executable,
-            module_name=CODE_MODULE,
-            attribute=attribute,
-            working_directory=str(ROOT),
-        ),
-        location_name=location_name,
-    )
-    run = instance.create_run_for_job(
-        job_def=job,
-        run_config={"inputs": execution.inputs},
-        tags={
-            **job.tags,
-            "flowpilot/event": str(execution.trigger_event.pk),
-            "flowpilot/execution": str(execution.pk),
-        },
-        remote_job_origin=RemoteJobOrigin(RemoteRepositoryOrigin(location, "flowpilot"), job_name),
-        job_code_origin=JobPythonOrigin(job_name, repository),
-    )
-    return run, execution
-
-
-def _launch(instance, workflow, inputs=None, **origin):
-    run, execution = _create_run(instance, workflow, inputs, **origin)
-    instance.launch_run(run.run_id, workspace=None)
-    return run, execution
-
-
-def _closed(execution, timeout: float = 15) -> WorkflowExecution:
-    """The execution once finished: the worker closes it right after the run's last event."""
-
-    def finished():
-        row = WorkflowExecution.objects.unscoped().get(pk=execution.pk)
-        return row if row.status in WorkflowExecution.FINISHED else None
-
-    return _wait(finished, timeout, f"execution {execution.pk} closed")
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not within {timeout}s")
-
-
-def _worker(instance, run_id) -> dict:
-    return _wait(
-        lambda: worker_info(instance.get_run_by_id(run_id)), 60, f"worker tag of run {run_id}"
-    )
-
-
-def _step_started(instance, run_id, step: str) -> None:
-    def started():
-        records = instance.get_records_for_run(
-            run_id=run_id, of_type=DagsterEventType.STEP_START
-        ).records
-        return any(r.event_log_entry.step_key == step for r in records)
-
-    _wait(started, 60, f"step {step} of run {run_id}")
-
-
-def _messages(instance, run_id) -> list[str]:
-    return [entry.message or "" for entry in instance.all_logs(run_id)]
-
-
 # -- configuration (no process) -----------------------------------------------------------------
 
 
 def test_dagster_yaml_configures_the_launcher_without_starting_workers(monkeypatch):
-    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", SETTINGS)
-    section = yaml.safe_load((ROOT / "dagster.yaml").read_text())["run_launcher"]
+    monkeypatch.setenv("DJANGO_SETTINGS_MODULE", warm.SETTINGS)
+    section = yaml.safe_load((warm.ROOT / "dagster.yaml").read_text())["run_launcher"]
     with instance_for_test(overrides={"run_launcher": section}) as dagster_instance:
         launcher = dagster_instance.run_launcher
         assert isinstance(launcher, WarmRunLauncher)
-        assert launcher.settings_module == SETTINGS
+        assert launcher.settings_module == warm.SETTINGS
         assert launcher.supports_check_run_worker_health
         assert launcher._pool is None  # the webserver instantiates it too: workers start lazily
 
@@ -234,30 +62,30 @@ transactional = pytest.mark.django_db(transaction=True)
 @slow
 @transactional
 def test_a_run_succeeds_in_a_forked_worker_and_closes_its_execution(instance, published):
-    run, execution = _launch(instance, published, {"name": "warm"})
+    run, execution = warm.launch(instance, published, {"name": "warm"})
 
     finished = poll_for_finished_run(instance, run.run_id, timeout=120)
 
-    assert finished.status == DagsterRunStatus.SUCCESS, _messages(instance, run.run_id)
+    assert finished.status == DagsterRunStatus.SUCCESS, warm.messages(instance, run.run_id)
     info = worker_info(finished)
     assert (
         info["pid"] != os.getpid() and info["zygote"] in instance.run_launcher.pool().zygote_pids()
     )
-    assert f"Started process for run (pid: {info['pid']})." in _messages(instance, run.run_id)
+    assert f"Started process for run (pid: {info['pid']})." in warm.messages(instance, run.run_id)
     # No run-status sensor runs here: the worker closed the execution itself.
-    closed = _closed(execution)
+    closed = warm.closed(execution)
     assert closed.status == WorkflowExecution.Status.SUCCESS
     assert closed.dagster_run_id == run.run_id and closed.finished_at is not None
     assert [s.status for s in steps_of(closed)] == ["success"] * 3
     assert steps_of(closed)[1].output == {"result": "HI WARM"}
-    _wait(lambda: not process_alive(info["pid"], info["start"]), 10, "worker exit")
+    warm.wait_for(lambda: not process_alive(info["pid"], info["start"]), 10, "worker exit")
 
 
 @slow
 @transactional
 def test_a_failed_run_closes_its_execution_with_the_sensors_message(instance, org, user):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
-    run, execution = _launch(instance, workflow, {"url": "http://127.0.0.1:9/refused"})
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
+    run, execution = warm.launch(instance, workflow, {"url": "http://127.0.0.1:9/refused"})
 
     finished = poll_for_finished_run(instance, run.run_id, timeout=120)
 
@@ -266,7 +94,7 @@ def test_a_failed_run_closes_its_execution_with_the_sensors_message(instance, or
         run_id=run.run_id, of_type=DagsterEventType.STEP_FAILURE
     ).records
     expected = run_failure_message([failure.event_log_entry.dagster_event], None)
-    closed = _closed(execution)
+    closed = warm.closed(execution)
     assert closed.status == WorkflowExecution.Status.FAILURE
     assert closed.error == expected and closed.error.startswith("wait: ")
 
@@ -274,10 +102,10 @@ def test_a_failed_run_closes_its_execution_with_the_sensors_message(instance, or
 @slow
 @transactional
 def test_each_code_location_of_the_runs_origin_has_its_own_zygote(instance, published):
-    first, _ = _launch(instance, published)
+    first, _ = warm.launch(instance, published)
     # The same organization's job in a sharded workspace: another location and attribute.
     shard = shards.shard_of("acme", 2)
-    run, execution = _launch(
+    run, execution = warm.launch(
         instance,
         published,
         attribute=shards.attribute(shard, 2),
@@ -288,16 +116,16 @@ def test_each_code_location_of_the_runs_origin_has_its_own_zygote(instance, publ
 
     assert [r.status for r in finished] == [DagsterRunStatus.SUCCESS] * 2
     assert worker_info(finished[0])["zygote"] != worker_info(finished[1])["zygote"]
-    assert _closed(execution).status == WorkflowExecution.Status.SUCCESS
+    assert warm.closed(execution).status == WorkflowExecution.Status.SUCCESS
 
 
 @slow
 @transactional
 def test_two_concurrent_runs_overlap_in_two_workers(instance, org, user, echo_server):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
     url = f"{echo_server.url}/sleep/2"
-    first, _ = _launch(instance, workflow, {"url": url})
-    second, _ = _launch(instance, workflow, {"url": url})
+    first, _ = warm.launch(instance, workflow, {"url": url})
+    second, _ = warm.launch(instance, workflow, {"url": url})
 
     done = [poll_for_finished_run(instance, r.run_id, timeout=120) for r in (first, second)]
 
@@ -312,17 +140,17 @@ def test_two_concurrent_runs_overlap_in_two_workers(instance, org, user, echo_se
 @slow
 @transactional
 def test_a_workflow_published_after_the_pool_started_runs(instance, published, org, user):
-    before, _ = _launch(instance, published)
+    before, _ = warm.launch(instance, published)
     assert poll_for_finished_run(instance, before.run_id, timeout=120).is_success
     zygote = worker_info(instance.get_run_by_id(before.run_id))["zygote"]
 
     later = make_published_workflow(org, user, THREE_STEPS, slug="later")
-    run, execution = _launch(instance, later, {"name": "late"})
+    run, execution = warm.launch(instance, later, {"name": "late"})
 
     finished = poll_for_finished_run(instance, run.run_id, timeout=120)
-    assert finished.status == DagsterRunStatus.SUCCESS, _messages(instance, run.run_id)
+    assert finished.status == DagsterRunStatus.SUCCESS, warm.messages(instance, run.run_id)
     assert worker_info(finished)["zygote"] == zygote  # the same warm zygote, no restart
-    assert _closed(execution).status == WorkflowExecution.Status.SUCCESS
+    assert warm.closed(execution).status == WorkflowExecution.Status.SUCCESS
 
 
 @slow
@@ -330,19 +158,19 @@ def test_a_workflow_published_after_the_pool_started_runs(instance, published, o
 def test_terminate_from_another_process_cancels_the_run_and_ends_the_worker(
     instance, org, user, echo_server
 ):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
-    run, execution = _launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
-    info = _worker(instance, run.run_id)
-    _step_started(instance, run.run_id, "wait")
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
+    run, execution = warm.launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
+    info = warm.worker_of(instance, run.run_id)
+    warm.step_started(instance, run.run_id, "wait")
 
     # The webserver has its own instance and launcher (no pool): it terminates by the tag.
     with DagsterInstance.from_ref(instance.get_ref()) as webserver:
         assert webserver.run_launcher.terminate(run.run_id) is True
 
     finished = poll_for_finished_run(instance, run.run_id, timeout=60)
-    assert finished.status == DagsterRunStatus.CANCELED, _messages(instance, run.run_id)
-    _wait(lambda: not process_alive(info["pid"], info["start"]), 15, "worker exit")
-    closed = _closed(execution)
+    assert finished.status == DagsterRunStatus.CANCELED, warm.messages(instance, run.run_id)
+    warm.wait_for(lambda: not process_alive(info["pid"], info["start"]), 15, "worker exit")
+    closed = warm.closed(execution)
     assert closed.status == WorkflowExecution.Status.CANCELED
     assert closed.error == "canceled"
 
@@ -352,35 +180,35 @@ def test_terminate_from_another_process_cancels_the_run_and_ends_the_worker(
 def test_terminate_from_another_host_cancels_through_the_cancellation_thread(
     instance, org, user, echo_server
 ):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
-    run, execution = _launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
-    info = _worker(instance, run.run_id)
-    _step_started(instance, run.run_id, "wait")
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
+    run, execution = warm.launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
+    info = warm.worker_of(instance, run.run_id)
+    warm.step_started(instance, run.run_id, "wait")
 
     with DagsterInstance.from_ref(instance.get_ref()) as webserver:
         webserver.run_launcher.hostname = "another-container"  # cannot signal the worker's pid
         assert webserver.run_launcher.terminate(run.run_id) is True
 
     finished = poll_for_finished_run(instance, run.run_id, timeout=60)
-    assert finished.status == DagsterRunStatus.CANCELED, _messages(instance, run.run_id)
-    _wait(lambda: not process_alive(info["pid"], info["start"]), 15, "worker exit")
-    assert _closed(execution).status == WorkflowExecution.Status.CANCELED
+    assert finished.status == DagsterRunStatus.CANCELED, warm.messages(instance, run.run_id)
+    warm.wait_for(lambda: not process_alive(info["pid"], info["start"]), 15, "worker exit")
+    assert warm.closed(execution).status == WorkflowExecution.Status.CANCELED
 
 
 @slow
 @transactional
 def test_a_killed_worker_is_reported_by_the_health_check(instance, org, user, echo_server):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
-    run, _ = _launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
-    info = _worker(instance, run.run_id)
-    _step_started(instance, run.run_id, "wait")
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
+    run, _ = warm.launch(instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
+    info = warm.worker_of(instance, run.run_id)
+    warm.step_started(instance, run.run_id, "wait")
     launcher = instance.run_launcher
     assert launcher.check_run_worker_health(instance.get_run_by_id(run.run_id)).status == (
         WorkerStatus.RUNNING
     )
 
     os.kill(info["pid"], signal.SIGKILL)
-    _wait(lambda: not process_alive(info["pid"], info["start"]), 10, "worker death")
+    warm.wait_for(lambda: not process_alive(info["pid"], info["start"]), 10, "worker death")
 
     health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
     assert health.status == WorkerStatus.FAILED
@@ -394,13 +222,15 @@ def test_a_killed_worker_is_reported_by_the_health_check(instance, org, user, ec
 @slow
 @transactional
 def test_a_dead_zygote_is_replaced(instance, published):
-    first, _ = _launch(instance, published)
+    first, _ = warm.launch(instance, published)
     assert poll_for_finished_run(instance, first.run_id, timeout=120).is_success
     zygote = worker_info(instance.get_run_by_id(first.run_id))["zygote"]
     os.kill(zygote, signal.SIGKILL)
-    _wait(lambda: zygote not in instance.run_launcher.pool().zygote_pids(), 10, "zygote death")
+    warm.wait_for(
+        lambda: zygote not in instance.run_launcher.pool().zygote_pids(), 10, "zygote death"
+    )
 
-    run, _ = _launch(instance, published)
+    run, _ = warm.launch(instance, published)
 
     assert poll_for_finished_run(instance, run.run_id, timeout=120).is_success
     assert worker_info(instance.get_run_by_id(run.run_id))["zygote"] != zygote
@@ -409,19 +239,19 @@ def test_a_dead_zygote_is_replaced(instance, published):
 @slow
 @transactional
 def test_a_zygote_whose_code_changed_is_replaced(instance, published):
-    first, _ = _launch(instance, published)
+    first, _ = warm.launch(instance, published)
     assert poll_for_finished_run(instance, first.run_id, timeout=120).is_success
     zygote = worker_info(instance.get_run_by_id(first.run_id))["zygote"]
     source = Path(warm_worker.__file__)
     saved = source.stat()
     os.utime(source, ns=(saved.st_atime_ns, saved.st_mtime_ns + 1_000_000))  # "edited"
     try:
-        run, _ = _launch(instance, published)
+        run, _ = warm.launch(instance, published)
         assert poll_for_finished_run(instance, run.run_id, timeout=120).is_success
     finally:
         os.utime(source, ns=(saved.st_atime_ns, saved.st_mtime_ns))
     assert worker_info(instance.get_run_by_id(run.run_id))["zygote"] != zygote
-    _wait(lambda: not process_alive(zygote, None), 15, "the stale zygote's exit")
+    warm.wait_for(lambda: not process_alive(zygote, None), 15, "the stale zygote's exit")
 
 
 @slow
@@ -429,16 +259,16 @@ def test_a_zygote_whose_code_changed_is_replaced(instance, published):
 def test_a_worker_that_cannot_start_fails_the_run_with_the_error(
     dagster_storage_url, worker_environment, published
 ):
-    patch, context = _warm_instance(
+    patch, context = warm.warm_instance(
         dagster_storage_url, worker_environment, preload_modules=["flowpilot_no_such_module"]
     )
     try:
         with context as dagster_instance:
-            run, execution = _create_run(dagster_instance, published)
+            run, execution = warm.create_run(dagster_instance, published)
             with pytest.raises(Exception, match="could not start a worker"):
                 dagster_instance.launch_run(run.run_id, workspace=None)
             assert dagster_instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE
-            errors = [m for m in _messages(dagster_instance, run.run_id) if "worker" in m]
+            errors = [m for m in warm.messages(dagster_instance, run.run_id) if "worker" in m]
             assert any("flowpilot_no_such_module" in m for m in errors), errors
     finally:
         patch.undo()
@@ -449,13 +279,13 @@ def test_a_worker_that_cannot_start_fails_the_run_with_the_error(
 def test_no_process_is_left_when_the_instance_stops(
     dagster_storage_url, worker_environment, org, user, echo_server
 ):
-    workflow = make_published_workflow(org, user, SLEEPY, slug="sleepy")
-    patch, context = _warm_instance(dagster_storage_url, worker_environment)
+    workflow = make_published_workflow(org, user, warm.SLEEPY, slug="sleepy")
+    patch, context = warm.warm_instance(dagster_storage_url, worker_environment)
     try:
         with context as dagster_instance:
-            run, _ = _launch(dagster_instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
-            info = _worker(dagster_instance, run.run_id)
-            _step_started(dagster_instance, run.run_id, "wait")
+            run, _ = warm.launch(dagster_instance, workflow, {"url": f"{echo_server.url}/sleep/30"})
+            info = warm.worker_of(dagster_instance, run.run_id)
+            warm.step_started(dagster_instance, run.run_id, "wait")
             [zygote] = dagster_instance.run_launcher.pool().zygote_pids()
             # Zygote and worker stay in this (the daemon's) process group.
             assert os.getpgid(zygote) == os.getpgid(info["pid"]) == os.getpgid(0)
