@@ -12,21 +12,47 @@ The counter applies *every* matching rule to a run: the per-unique-value rule ca
 organization too, so it is set to the largest per-organization limit (never tighter than an
 organization's own); before the first successful read it is `default_limit` alone.
 Instance-level `concurrency.runs.tag_concurrency_limits` in dagster.yaml would replace these
-limits: leave it unset."""
+limits: leave it unset.
+
+Direct launch (`launch_directly`, on by default). The daemon dequeues once per
+`dequeue_interval_seconds` (its loop waits in 0.5 s slices), so a queued run waits 0.5 s on
+average before its worker starts. When nothing is queued, the organization is under its quota,
+the instance under `max_concurrent_runs`, and the run launcher has a warm worker for the run's
+code location in this process, `submit_run` launches the run at once, as Dagster's
+DefaultRunCoordinator does; otherwise it queues it. Submits take a PostgreSQL advisory lock on
+the run storage, so two submits never both see the last free slot. The daemon is not under that
+lock: it reads the runs in progress, then the queue, and could count a direct launch that landed
+between the two reads as free. An enqueue therefore waits until the latest direct launch is
+`settle_seconds` old, far longer than the daemon's two reads take. With storage other than
+PostgreSQL every run is queued."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagster import Field, Float, Int, StringSource
+import sqlalchemy as db
+from dagster import Bool, Field, Float, Int, StringSource
+from dagster import _check as check
+from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.run_coordinator.queued_run_coordinator import (
     QueuedRunCoordinator,
     RunQueueConfig,
 )
+from dagster._core.storage.dagster_run import (
+    ACTIVE_RUN_STATUSES,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+)
+from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
 from dagster._serdes import ConfigurableClassData
 
 from orchestration.rendering import TAG_ORG
@@ -36,13 +62,45 @@ log = logging.getLogger(__name__)
 DEFAULT_SETTINGS_MODULE = "control_plane.settings.dev"
 DEFAULT_CACHE_SECONDS = 5.0
 DEFAULT_LIMIT = 2  # the free plan's concurrent runs: the limit before quotas are known
+DEFAULT_SETTLE_SECONDS = 0.25
+TAG_LAUNCH = "flowpilot/launch"  # "direct" on runs launched without queuing
+SUBMIT_LOCK = 0x466C6F7750  # pg_advisory_lock key of run submits ("FlowP")
+
+
+_readers: list[ThreadPoolExecutor] = []
+_readers_lock = threading.Lock()
+
+
+def _reader() -> ThreadPoolExecutor:
+    with _readers_lock:
+        if not _readers:
+            _readers.append(ThreadPoolExecutor(1, thread_name_prefix="flowpilot-quotas"))
+        return _readers[0]
 
 
 def _control_plane_limits(settings_module: str) -> Callable[[], Mapping[str, int]]:
+    """Reads the quotas through Django; from an event loop's thread (the webserver submits runs
+    from its event loop, where Django refuses database calls: SynchronousOnlyOperation) on a
+    thread of its own."""
+
     def read() -> Mapping[str, int]:
         from resources.control_plane import ControlPlaneResource
 
-        return ControlPlaneResource(settings_module=settings_module).concurrent_run_limits()
+        resource = ControlPlaneResource(settings_module=settings_module)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return resource.concurrent_run_limits()
+
+        def read_once() -> Mapping[str, int]:
+            from django.db import connections
+
+            try:
+                return resource.concurrent_run_limits()
+            finally:
+                connections.close_all()  # no idle connection between reads (seconds apart)
+
+        return _reader().submit(read_once).result(timeout=30)
 
     return read
 
@@ -59,6 +117,8 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
         default_limit: int | None = None,
         limits_source: Callable[[], Mapping[str, int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        launch_directly: bool | None = None,
+        settle_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -66,15 +126,26 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
         self._lock = threading.Lock()
         self._limits: Mapping[str, int] | None = None
         self._read_at = float("-inf")
-        self._configure(settings_module, quota_cache_seconds, default_limit, limits_source)
+        self._configure(
+            settings_module,
+            quota_cache_seconds,
+            default_limit,
+            launch_directly,
+            settle_seconds,
+            limits_source,
+        )
 
     def _configure(
         self,
         settings_module: str | None,
         quota_cache_seconds: float | None,
         default_limit: int | None,
+        launch_directly: bool | None,
+        settle_seconds: float | None,
         limits_source: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
+        self.launch_directly = True if launch_directly is None else launch_directly
+        self.settle_seconds = DEFAULT_SETTLE_SECONDS if settle_seconds is None else settle_seconds
         self._limits_source = limits_source or _control_plane_limits(
             settings_module or DEFAULT_SETTINGS_MODULE
         )
@@ -90,13 +161,21 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
             "settings_module": Field(StringSource, is_required=False),
             "quota_cache_seconds": Field(Float, is_required=False),
             "default_limit": Field(Int, is_required=False),
+            "launch_directly": Field(Bool, is_required=False),
+            "settle_seconds": Field(Float, is_required=False),
         }
 
     @classmethod
     def from_config_value(
         cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
     ) -> FlowPilotRunCoordinator:
-        own = ("settings_module", "quota_cache_seconds", "default_limit")
+        own = (
+            "settings_module",
+            "quota_cache_seconds",
+            "default_limit",
+            "launch_directly",
+            "settle_seconds",
+        )
         base = {key: value for key, value in config_value.items() if key not in own}
         coordinator = super().from_config_value(inst_data, base)
         coordinator._configure(*(config_value.get(key) for key in own))
@@ -122,3 +201,70 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
 
     def get_run_queue_config(self) -> RunQueueConfig:
         return super().get_run_queue_config()._replace(tag_concurrency_limits=self.tag_limits())
+
+    # -- direct launch --------------------------------------------------------------------------
+
+    def submit_run(self, context: SubmitRunContext) -> DagsterRun:
+        run = context.dagster_run
+        if not (
+            self.launch_directly
+            and run.status == DagsterRunStatus.NOT_STARTED
+            and TAG_ORG in run.tags
+        ):
+            return super().submit_run(context)
+        with self._submit_lock() as locked:
+            if locked and self._may_launch_now(run):
+                self._instance.add_run_tags(run.run_id, {TAG_LAUNCH: "direct"})
+                self._instance.launch_run(run.run_id, context.workspace)
+                return check.not_none(self._instance.get_run_by_id(run.run_id))
+            if locked:
+                self._settle()
+            return super().submit_run(context)
+
+    @contextmanager
+    def _submit_lock(self) -> Iterator[bool]:
+        """The run storage's advisory lock for the duration of one submit; False (no lock)
+        when the storage is not PostgreSQL."""
+        storage = self._instance.run_storage
+        if not isinstance(storage, SqlRunStorage):
+            yield False
+            return
+        with storage.connect() as connection:
+            if connection.dialect.name != "postgresql":
+                yield False
+                return
+            connection.execute(db.text("SELECT pg_advisory_lock(:key)"), {"key": SUBMIT_LOCK})
+            try:
+                yield True
+            finally:
+                connection.execute(db.text("SELECT pg_advisory_unlock(:key)"), {"key": SUBMIT_LOCK})
+
+    def _may_launch_now(self, run: DagsterRun) -> bool:
+        """Whether the daemon would launch this run at its next iteration with nothing else
+        waiting: a warm worker here, an empty queue, and room under every limit."""
+        ready = getattr(self._instance.run_launcher, "ready_for", None)
+        if ready is None or not ready(run):
+            return False
+        limits = self.organization_limits()
+        if limits is None or super().get_run_queue_config().tag_concurrency_limits:
+            return False  # quotas unknown, or limits of the instance's own to apply
+        if self._instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED])):
+            return False  # runs are waiting: the daemon's priorities decide
+        active = self._instance.get_runs(RunsFilter(statuses=ACTIVE_RUN_STATUSES))
+        most = self.get_run_queue_config().max_concurrent_runs
+        if most != -1 and len(active) >= most:
+            return False
+        org = run.tags[TAG_ORG]
+        limit = limits.get(org, max([self._default_limit, *limits.values()]))
+        return sum(r.tags.get(TAG_ORG) == org for r in active) < limit
+
+    def _settle(self) -> None:
+        """Hold an enqueue until the latest direct launch is `settle_seconds` old (see the
+        module's doc)."""
+        deadline = time.monotonic() + self.settle_seconds
+        since = datetime.now(UTC) - timedelta(seconds=self.settle_seconds)
+        recent = RunsFilter(
+            statuses=ACTIVE_RUN_STATUSES, tags={TAG_LAUNCH: "direct"}, updated_after=since
+        )
+        while self._instance.get_runs_count(recent) and time.monotonic() < deadline:
+            time.sleep(0.02)

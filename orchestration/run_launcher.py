@@ -7,10 +7,13 @@ location (orchestration/warm_worker.py) that has done all of that once, and fork
 run; the child executes the run exactly as `dagster api execute_run` does, so runs stay
 ordinary Dagster runs (event log, UI, re-execution, run monitoring).
 
-- The pool lives in the process that launches runs (the daemon's run queue) and starts with its
-  first launch; the webserver instantiates the launcher too, but only terminates runs (a signal
-  to the pid in the run's `flowpilot/run_worker` tag). Zygotes are started from a clean
-  interpreter, never forked from the launching process (which has threads and connections).
+- The pool lives in each process that launches runs and starts with its first launch: the
+  daemon (its run queue, sensors and schedules) and the webserver (runs it launches directly,
+  see orchestration/run_coordinator.py). `ready_for` tells the coordinator whether a warm worker
+  is up here; if not, one starts in the background and that run goes through the queue.
+  Terminate signals the pid in the run's `flowpilot/run_worker` tag, whichever process forked
+  it. Zygotes are started from a clean interpreter, never forked from the launching process
+  (which has threads and connections).
 - A zygote that died is replaced at the next launch; a code location whose origin changed
   (interpreter, working directory, module) gets a new zygote and the old one retires once its
   runs are done.
@@ -202,7 +205,32 @@ class ZygotePool:
         self._zygotes: dict[str, Zygote] = {}
         self._retired: list[Zygote] = []
         self._workers: dict[int, int | None] = {}  # pid -> start, to stop any orphan at the end
+        self._warming: set[str] = set()
+        self._warming_lock = threading.Lock()
         self.owner_pid = os.getpid()
+
+    def has_warm(self, key: ZygoteKey) -> bool:
+        """A live zygote for exactly this code location (no lock: never waits for a start)."""
+        zygote = self._zygotes.get(key.location_name)
+        return zygote is not None and zygote.key == key and zygote.alive()
+
+    def warm_in_background(self, key: ZygoteKey) -> None:
+        """Start the code location's zygote in a thread, once at a time."""
+        with self._warming_lock:
+            if key.location_name in self._warming:
+                return
+            self._warming.add(key.location_name)
+
+        def start() -> None:
+            try:
+                self._zygote(key)
+            except WarmWorkerUnavailable:
+                log.exception("warming a worker for %s failed", key.location_name)
+            finally:
+                with self._warming_lock:
+                    self._warming.discard(key.location_name)
+
+        threading.Thread(target=start, name="flowpilot-zygote-warm-up", daemon=True).start()
 
     def _zygote(self, key: ZygoteKey) -> Zygote:
         with self._lock:
@@ -376,6 +404,18 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             pool, self._pool = self._pool, None
         if pool is not None and pool.owner_pid == os.getpid():
             pool.stop()
+
+    def ready_for(self, run: DagsterRun) -> bool:
+        """Whether this process can fork the run's worker at once. If not, a zygote for its code
+        location starts in the background, so the next run can."""
+        if run.job_code_origin is None or not isinstance(run.job_code_origin, JobPythonOrigin):
+            return False
+        key = zygote_key(run)
+        pool = self.pool()
+        if pool.has_warm(key):
+            return True
+        pool.warm_in_background(key)
+        return False
 
     # -- RunLauncher ----------------------------------------------------------------------------
 

@@ -13,7 +13,11 @@ JSON object a line:
                          {"stale": true} when a project file changed since the preload
 
 At fork time the zygote holds no database connection and runs no thread besides its main one
-(checked before every fork): the child opens its own connections. The child does what
+(checked before every fork): the child opens its own connections. The zygote builds the
+DagsterInstance of each instance ref once, before its first fork (dagster-postgres storages hold
+no connection between calls), so a child does not pay for loading it again; the child switches
+the instance's storages to a small connection pool (what the webserver does), since a run makes
+dozens of storage calls and a new connection for each costs more than the call. The child does what
 `dagster api execute_run` does (`dagster._cli.api._execute_run_command_body`: load the instance,
 reconstruct the job from the run's origin, `core_execute_run`), so the run is an ordinary Dagster
 run; the code location module is imported in the child, so a workflow published after the
@@ -37,6 +41,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,9 @@ DEFAULT_PRELOAD = (
     "sensors.execution_status",
 )
 POLL_SECONDS = 0.2
+# Connections a worker may open beyond its pooled one: the run, its cancellation thread and the
+# fast-path launches of the workflows its end starts.
+WORKER_POOL_OVERFLOW = 8
 
 
 # -- process identity (shared with the launcher) ---------------------------------------------
@@ -278,19 +286,38 @@ def close_execution(instance: Any, run_id: str, settings_module: str) -> None:
     fast_launch_wait(timeout=2 * settings.DAGSTER_TIMEOUT_SECONDS + 1)
 
 
-def run_child(request: dict[str, Any], settings_module: str) -> int:
+def load_instance(serialized_ref: str) -> Any:
+    """The DagsterInstance of a serialized InstanceRef."""
+    from dagster._core.instance import DagsterInstance, InstanceRef
+    from dagster._serdes import deserialize_value
+
+    return DagsterInstance.from_ref(deserialize_value(serialized_ref, InstanceRef))
+
+
+@contextmanager
+def worker_instance(request: dict[str, Any], prepared: Any | None) -> Iterator[Any]:
+    """The run's instance, as `dagster api execute_run` gets it (with a local .env applied), on
+    pooled connections; `prepared` is the zygote's instance for this ref, if it has one."""
+    from dagster._cli.utils import _inject_local_env_file
+
+    with _inject_local_env_file(log):
+        instance = prepared if prepared is not None else load_instance(request["instance_ref"])
+        with instance:
+            instance.optimize_for_webserver(
+                statement_timeout=0, pool_recycle=3600, max_overflow=WORKER_POOL_OVERFLOW
+            )
+            yield instance
+
+
+def run_child(request: dict[str, Any], settings_module: str, prepared: Any | None = None) -> int:
     """Execute one run in this (forked) process, as `dagster api execute_run` does."""
     from dagster._cli.api import _execute_run_command_body
-    from dagster._cli.utils import get_instance_for_cli
     from dagster._core.execution.run_cancellation_thread import start_run_cancellation_thread
-    from dagster._core.instance import InstanceRef
     from dagster._core.storage.dagster_run import DagsterRunStatus
-    from dagster._serdes import deserialize_value
     from dagster._utils.interrupts import capture_interrupts
 
     run_id = request["run_id"]
-    ref = deserialize_value(request["instance_ref"], InstanceRef)
-    with capture_interrupts(), get_instance_for_cli(instance_ref=ref) as instance:
+    with capture_interrupts(), worker_instance(request, prepared) as instance:
         # Written here, before the run's own status events, so terminate and the run monitor
         # find this process (host, pid and start time guard against a reused pid).
         instance.add_run_tags(
@@ -342,6 +369,18 @@ class Zygote:
         self.sources = project_sources(spec.get("working_directory"))
         self.stopping = False
         self.retiring = False
+        self.instances: dict[str, Any] = {}  # serialized InstanceRef -> DagsterInstance
+
+    def instance_for(self, serialized_ref: str) -> Any | None:
+        """The instance of a ref, built here once; None if that fails (the child then builds
+        it and reports the error in the run, as `dagster api execute_run` would)."""
+        if serialized_ref not in self.instances:
+            try:
+                self.instances[serialized_ref] = load_instance(serialized_ref)
+            except Exception:
+                log.exception("loading the Dagster instance in the zygote failed")
+                return None
+        return self.instances[serialized_ref]
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stopping = True
@@ -387,6 +426,7 @@ class Zygote:
         return False
 
     def fork(self, request: dict[str, Any]) -> int:
+        prepared = self.instance_for(request["instance_ref"])
         hazards = fork_hazards()
         if hazards:
             raise RuntimeError("the zygote is not safe to fork: " + "; ".join(hazards))
@@ -400,7 +440,7 @@ class Zygote:
                 os.close(self.out_fd)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                code = run_child(request, self.settings_module)
+                code = run_child(request, self.settings_module, prepared)
             except BaseException:
                 traceback.print_exc()
             finally:
