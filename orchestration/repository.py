@@ -76,7 +76,7 @@ def make_repository(
         control_plane, [row for row in control_plane.schedule_index() if row["job_name"] in index]
     )
     sensors = [
-        make_trigger_event_sensor(control_plane, sorted(index)),
+        make_trigger_event_sensor(control_plane, sorted(index), shard=shard, shards=shards),
         *make_execution_status_sensors(control_plane),
     ]
 

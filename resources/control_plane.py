@@ -68,11 +68,15 @@ class ControlPlaneResource(ConfigurableResource):
         return workflow_specs(version_ids=version_ids)
 
     # Trigger sensor.
-    def pending_trigger_events(self, *, after_id: int, stale_seconds: float) -> list[dict]:
+    def pending_trigger_events(
+        self, *, after_id: int, stale_seconds: float, shard: int = 0, shards: int = 1
+    ) -> list[dict]:
         self._ready()
         from control_plane.executions.services import trigger_events_pending
 
-        return trigger_events_pending(after_id=after_id, stale_seconds=stale_seconds)
+        return trigger_events_pending(
+            after_id=after_id, stale_seconds=stale_seconds, shard=shard, shards=shards
+        )
 
     def trigger_events_launch_info(
         self, event_ids: list[int], *, stale_seconds: float

@@ -58,9 +58,12 @@ def make_trigger_event_sensor(
     *,
     stale_seconds: float | None = None,
     minimum_interval_seconds: int = 1,
+    shard: int = 0,
+    shards: int = 1,
 ) -> SensorDefinition:
     """`stale_seconds`: when a claimed event is swept and a schedule event is no longer left to
-    its schedule; by default FLOWPILOT_LAUNCH_STALE_SECONDS."""
+    its schedule; by default FLOWPILOT_LAUNCH_STALE_SECONDS. `shard` of `shards`: the code
+    location's shard; its sensor reads only its own organizations' events."""
     known = set(job_names)
 
     def request(event: dict, priority: int) -> RunRequest:
@@ -99,10 +102,16 @@ def make_trigger_event_sensor(
 
     def page(cursor: int, stale: float) -> list[dict]:
         """Up to PAGE pending events: those past the cursor, then from the start again."""
-        events = control_plane.pending_trigger_events(after_id=cursor, stale_seconds=stale)
+
+        def pending(after_id: int) -> list[dict]:
+            return control_plane.pending_trigger_events(
+                after_id=after_id, stale_seconds=stale, shard=shard, shards=shards
+            )
+
+        events = pending(cursor)
         if cursor and len(events) < PAGE:
             seen = {e["event_id"] for e in events}
-            wrapped = control_plane.pending_trigger_events(after_id=0, stale_seconds=stale)
+            wrapped = pending(0)
             events += [e for e in wrapped if e["event_id"] <= cursor and e["event_id"] not in seen]
         return events[:PAGE]
 

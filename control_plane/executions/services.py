@@ -148,18 +148,27 @@ def workflow_run(
     return execution
 
 
-def trigger_events_pending(*, after_id: int, stale_seconds: float, limit: int = 200) -> list[dict]:
-    """Pending events for the trigger sensor to claim, past `after_id` in id order. Left out:
-    schedule events younger than `stale_seconds` (their schedule launches them), and with the
-    fast path on, the events it launches while younger than its grace period."""
+def trigger_events_pending(
+    *, after_id: int, stale_seconds: float, limit: int = 200, shard: int = 0, shards: int = 1
+) -> list[dict]:
+    """Pending events for the trigger sensor to claim, past `after_id` in id order; with
+    `shards` > 1 only those of the organizations in code-location shard `shard` (the others are
+    their own shard's sensor's). Left out: schedule events younger than `stale_seconds` (their
+    schedule launches them), and with the fast path on, the events it launches while younger
+    than its grace period."""
     events = (
         TriggerEvent.objects.unscoped()  # a system read across organizations
         .using(system_database())
         .filter(status=TriggerEvent.Status.PENDING, id__gt=after_id)
         .filter(pending_filter(stale_seconds=stale_seconds))
-        .order_by("id")[:limit]
     )
-    return launch_rows(events)
+    if shards > 1:
+        from control_plane.workflows.selectors import shard_organization_ids
+
+        events = events.filter(
+            organization_id__in=shard_organization_ids(shard=shard, shards=shards)
+        )
+    return launch_rows(events.order_by("id")[:limit])
 
 
 def _version_from_tags(tags: dict[str, str]) -> WorkflowVersion:

@@ -156,6 +156,39 @@ def test_a_shard_repository_has_its_jobs_schedules_and_sensor(two_orgs):
 
 
 @pytest.mark.django_db
+def test_each_shards_trigger_sensor_reads_only_its_organizations_events(two_orgs):
+    from dagster import DagsterInstance, build_sensor_context
+
+    from control_plane.workflows.models import Workflow
+    from tests.factories import run_workflow
+
+    workflows = {w.slug: w for w in Workflow.objects.unscoped().all()}
+    acme_run = run_workflow(workflows["triage"])  # the oldest event: globex's come after it
+    globex_runs = [run_workflow(workflows["one"]), run_workflow(workflows["two"])]
+    control_plane = ControlPlaneResource()
+
+    results = {}
+    with DagsterInstance.ephemeral() as instance:
+        for shard in (0, 3, 1):
+            sensor = make_repository(control_plane, shard=shard, shards=4).get_sensor_def(
+                "trigger_event_sensor"
+            )
+            results[shard] = sensor.evaluate_tick(build_sensor_context(instance=instance))
+
+    def executions(shard):
+        return {int(r.tags["flowpilot/execution"]) for r in results[shard].run_requests}
+
+    assert executions(0) == {acme_run.pk}
+    assert executions(3) == {e.pk for e in globex_runs}
+    assert executions(1) == set()
+    # What each sensor read (its cursor is the last event it saw): shard 0 never reached
+    # globex's newer events, and shard 1 saw none at all.
+    assert results[0].cursor == str(acme_run.trigger_event.pk)
+    assert results[3].cursor == str(globex_runs[-1].trigger_event.pk)
+    assert results[1].cursor == "0"
+
+
+@pytest.mark.django_db
 def test_loading_a_whole_location_reads_the_specs_in_two_queries(org, user):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
