@@ -24,7 +24,7 @@ from resources.control_plane import ControlPlaneResource
 from sensors.trigger_events import make_trigger_event_sensor
 from tests.conftest import bearer_token
 from tests.dagster_support import DagsterWebserver, start_webserver
-from tests.e2e.conftest import free_port
+from tests.e2e.support import free_port
 from tests.factories import THREE_STEPS, make_published_workflow, run_workflow
 from tests.fakes.flaky_proxy import FlakyProxy
 

@@ -19,7 +19,7 @@ import pytest
 
 from flowpilot.echo_server import EchoServer
 from flowpilot.shards import location_name, shard_of
-from tests.e2e.test_up import _read_until, _wait_execution, _wait_step_running
+from tests.e2e.support import read_until, wait_execution, wait_step_running
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def test_publish_and_pause_reload_one_location_and_runs_in_flight_finish(fresh_e
         start_new_session=True,
     )
     try:
-        _read_until(up, "FlowPilot is up", timeout=180)
+        read_until(up, "FlowPilot is up", timeout=180)
         seed = json.loads(
             subprocess.run(
                 [flowpilot, "seed", "--json"], env=env, capture_output=True, text=True, check=True
@@ -150,7 +150,7 @@ def test_publish_and_pause_reload_one_location_and_runs_in_flight_finish(fresh_e
             slow = {"inputs": {"url": f"{echo.url}/sleep/{SLOW_SECONDS}"}}
             # A run of version 1 is in its slow step when version 2 is published.
             first = client.post(f"/api/v1/workflows/{workflow_id}/run", json=slow).json()
-            _wait_step_running(client, first["id"], "send", timeout=120)
+            wait_step_running(client, first["id"], "send", timeout=120)
             other_before = dagster.locations()[other]["updatedTimestamp"]
             ours_before = dagster.locations()[ours]["updatedTimestamp"]
             patched = client.patch(
@@ -168,12 +168,12 @@ def test_publish_and_pause_reload_one_location_and_runs_in_flight_finish(fresh_e
 
             # A run of version 2 is in flight when the workflow is paused.
             second = client.post(f"/api/v1/workflows/{workflow_id}/run", json=slow).json()
-            _wait_step_running(client, second["id"], "send", timeout=120)
+            wait_step_running(client, second["id"], "send", timeout=120)
             paused = client.patch(f"/api/v1/workflows/{workflow_id}", json={"status": "paused"})
             assert paused.status_code == 200, paused.text
             dagster.wait_job_version(ours, "demo__reloaded", None, timeout=120)
 
-            done = [_wait_execution(client, e["id"], timeout=120) for e in (first, second)]
+            done = [wait_execution(client, e["id"], timeout=120) for e in (first, second)]
         assert [(e["status"], e["version"]) for e in done] == [("success", 1), ("success", 2)]
         steps = [{s["step_id"]: s for s in e["steps"]} for e in done]
         assert [s["compose"]["output"] for s in steps] == [{"result": "v1"}, {"result": "v2"}]

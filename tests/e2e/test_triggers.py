@@ -17,69 +17,26 @@ while the other tests run; its test waits for whatever is left."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
-from flowpilot.echo_server import EchoServer
 from orchestration.steps.definition import job_name_for
-from tests.e2e.conftest import free_port
+from tests.e2e.support import FINISHED, GREET, ORG, RUN_TIMEOUT, System, flowpilot_up
 
 pytestmark = pytest.mark.slow
 
-ORG = "demo"
 QUOTA_ORG = "e2e-quota"
-UP_TIMEOUT = 240.0
-RUN_TIMEOUT = 120.0
-FINISHED = ("success", "failure", "canceled")
 # Dagster run statuses that hold a slot of the run queue (QueuedRunCoordinator's in-progress).
 IN_PROGRESS = ("STARTING", "STARTED", "CANCELING")
-
-GREET = {
-    "inputs": {"name": {"type": "string"}, "url": {"type": "string"}},
-    "steps": [
-        {
-            "id": "compose",
-            "type": "transform.template",
-            "config": {"template": "Hi {{ inputs.name }}"},
-        },
-        {
-            "id": "send",
-            "type": "http.request",
-            "after": ["compose"],
-            "config": {
-                "url": "{{ inputs.url }}",
-                "method": "POST",
-                "json_body": {"text": "{{ steps.compose.output.result }}"},
-            },
-        },
-        {
-            "id": "report",
-            "type": "transform.template",
-            "after": ["send"],
-            "config": {
-                "template": "{{ steps.send.output.body.echo.text }}"
-                " ({{ steps.send.output.status_code }})"
-            },
-        },
-    ],
-}
 
 FOLLOW_UP = {
     "inputs": {"note": {"type": "string", "default": "after"}},
@@ -120,236 +77,10 @@ SCHEDULE_ZONE = "Asia/Kathmandu"  # UTC+05:45: an hour field in UTC never matche
 # -- the system ----------------------------------------------------------------------------------
 
 
-def _descendant_groups(pid: int) -> set[int]:
-    """Process groups of every live descendant of `pid` (flowpilot up starts each child in a
-    group of its own; these are what must be gone after it stops)."""
-    children: dict[int, list[int]] = {}
-    groups: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        child = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(child)
-        groups[child] = int(fields[2])
-    found: set[int] = set()
-    todo = list(children.get(pid, []))
-    while todo:
-        current = todo.pop()
-        found.add(groups[current])
-        todo.extend(children.get(current, []))
-    return found
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-@dataclass
-class System:
-    env: dict[str, str]
-    log: Path
-    api: httpx.Client
-    base: str
-    dagster: str
-    echo: EchoServer
-    org_ids: dict[str, int] = field(default_factory=dict)
-
-    def path(self, rest: str, org: str = ORG) -> str:
-        return f"/api/v1/orgs/{org}/{rest.lstrip('/')}"
-
-    def log_tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        response = httpx.post(
-            f"{self.dagster}/graphql",
-            json={"query": query, "variables": variables or {}},
-            timeout=30,
-        )
-        response.raise_for_status()
-        body = response.json()
-        assert not body.get("errors"), body["errors"]
-        return body["data"]
-
-    def publish(self, name: str, definition: dict, org: str = ORG) -> dict:
-        created = self.api.post(
-            self.path("workflows", org), json={"name": name, "definition": definition}
-        )
-        assert created.status_code == 201, created.text
-        workflow = created.json()
-        published = self.api.post(self.path(f"workflows/{workflow['id']}/publish", org), json={})
-        assert published.status_code == 201, published.text
-        return workflow
-
-    def trigger(self, workflow_id: int, body: dict, org: str = ORG) -> dict:
-        made = self.api.post(self.path(f"workflows/{workflow_id}/triggers", org), json=body)
-        assert made.status_code == 201, made.text
-        return made.json()
-
-    def execution(self, execution_id: int, org: str = ORG) -> dict:
-        response = self.api.get(self.path(f"executions/{execution_id}", org))
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def executions(self, workflow_id: int, org: str = ORG) -> list[dict]:
-        response = self.api.get(
-            self.path("executions", org), params={"workflow": workflow_id, "page_size": 100}
-        )
-        assert response.status_code == 200, response.text
-        body = response.json()
-        return body["results"] if isinstance(body, dict) else body
-
-    def wait_finished(
-        self, execution_id: int, org: str = ORG, timeout: float = RUN_TIMEOUT
-    ) -> dict:
-        body: dict = {}
-
-        def finished() -> bool:
-            nonlocal body
-            body = self.execution(execution_id, org)
-            return body["status"] in FINISHED
-
-        self.wait(finished, timeout, lambda: f"execution {execution_id} not finished: {body}")
-        return body
-
-    def wait(self, check: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(
-            f"{what()} within {timeout:.0f}s\n--- flowpilot up:\n{self.log_tail()}"
-        )
-
-    def run_info(self, run_id: str) -> dict:
-        query = """query Run($id: ID!) { runOrError(runId: $id) { __typename
-            ... on Run { runId status jobName creationTime startTime endTime
-            tags { key value } } } }"""
-        return self.graphql(query, {"id": run_id})["runOrError"]
-
-
-def _wait_for_log(log: Path, marker: str, process: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and marker in log.read_text(errors="replace"):
-            return
-        if process.poll() is not None:
-            break
-        time.sleep(0.3)
-    text = log.read_text(errors="replace") if log.exists() else ""
-    raise AssertionError(
-        f"no {marker!r} within {timeout:.0f}s:\n" + "\n".join(text.splitlines()[-60:])
-    )
-
-
-def _stop_up(up: subprocess.Popen, groups: set[int]) -> tuple[int | None, set[int]]:
-    """Ctrl-C to `flowpilot up`; returns its exit code and the process groups it started that
-    were still there 10 s after it exited, which are then stopped here (they are ours: recorded
-    as its descendants while it ran)."""
-    if up.poll() is None:
-        os.killpg(up.pid, signal.SIGINT)
-    try:
-        code = up.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(up.pid, signal.SIGKILL)
-        code = up.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    left = {g for g in groups if g != up.pid and _group_alive(g)}
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = {g for g in left if _group_alive(g)}
-    lingering = set(left)
-    for pgid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = {g for g in left if _group_alive(g)}
-    for pgid in left:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-    return code, lingering
-
-
 @pytest.fixture(scope="module")
 def system(tmp_path_factory) -> Iterator[System]:
-    home = tmp_path_factory.mktemp("triggers") / "home"
-    env = dict(os.environ)
-    for name in (
-        "DATABASE_URL",
-        "DAGSTER_PG_URL",
-        "DATABASE_OWNER_URL",
-        "DAGSTER_HOME",
-        "DAGSTER_URL",
-    ):
-        env.pop(name, None)
-    env.update(
-        FLOWPILOT_HOME=str(home),
-        FLOWPILOT_PORT=str(free_port()),
-        FLOWPILOT_DAGSTER_PORT=str(free_port()),
-        DJANGO_SETTINGS_MODULE="control_plane.settings.dev",
-    )
-    flowpilot = os.path.join(os.path.dirname(sys.executable), "flowpilot")
-    log = home.parent / "flowpilot-up.log"
-    groups: set[int] = set()
-    stop_watching = threading.Event()
-    with open(log, "wb") as out:
-        up = subprocess.Popen(
-            [flowpilot, "up"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def watch() -> None:  # the children come and go (run workers): remember every group
-        while not stop_watching.is_set() and up.poll() is None:
-            groups.update(_descendant_groups(up.pid))
-            stop_watching.wait(1.0)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    echo = EchoServer().start()
-    try:
-        _wait_for_log(log, "FlowPilot is up", up, UP_TIMEOUT)
-        seed = json.loads(
-            subprocess.run(
-                [flowpilot, "seed", "--json"], env=env, capture_output=True, text=True, check=True
-            ).stdout
-        )
-        base = f"http://127.0.0.1:{env['FLOWPILOT_PORT']}"
-        api = httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {seed['token']}"}, timeout=30
-        )
-        dagster = f"http://127.0.0.1:{env['FLOWPILOT_DAGSTER_PORT']}"
-        yield System(env=env, log=log, api=api, base=base, dagster=dagster, echo=echo)
-        api.close()
-    finally:
-        echo.stop()
-        stop_watching.set()
-        watcher.join(timeout=5)
-        groups.update(_descendant_groups(up.pid))
-        code, lingering = _stop_up(up, groups)
-        from flowpilot import config, pg
-
-        saved = dict(os.environ)
-        os.environ.update(env)
-        try:
-            pg.stop(config.load())
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        assert code == 0, f"flowpilot up exited {code}:\n" + log.read_text(errors="replace")[-4000:]
-        assert not lingering, f"process groups {sorted(lingering)} outlived flowpilot up"
+    with flowpilot_up(tmp_path_factory.mktemp("triggers") / "home") as running:
+        yield running
 
 
 def _assert_steps(execution: dict, expected: dict[str, str]) -> dict[str, dict]:
