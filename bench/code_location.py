@@ -21,7 +21,8 @@ from bench/render.py, 50 workflows per organization), the way `workflow_publish`
     GraphQL API is polled (`pipelineOrError`) until the job shows the new version. p50/p95.
 --profile: where a location's load time goes, in one fresh process over the real database:
     imports, Django, the index query, make_repository, building the jobs, RepositorySnap, and
-    serializing every JobDataSnap (what the code server answers the webserver's ExternalJob).
+    serializing every JobDataSnap (what the code server answers the webserver's ExternalJob);
+    --cprofile FILE also writes cProfile stats of the last three (`python -m pstats FILE`).
 
 Run from the project root (takes a few minutes; the machine's other load shows in the figures):
 
@@ -389,6 +390,12 @@ def worker_profile(shard: int, shards: int) -> dict:
     repo = make_repository(control_plane, shard=shard, shards=shards)
     timings["make_repository (index, schedules, sensors)"] = time.perf_counter() - start
 
+    profiler = None
+    if os.environ.get("FLOWPILOT_BENCH_CPROFILE"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     start = time.perf_counter()
     repo.load_all_definitions()
     jobs = repo.get_all_jobs()
@@ -403,6 +410,9 @@ def worker_profile(shard: int, shards: int) -> dict:
     for job in jobs:
         size += len(serialize_value(JobDataSnap.from_job_def(job, include_parent_snapshot=True)))
     timings["JobDataSnap x jobs + serialize"] = time.perf_counter() - start
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(os.environ["FLOWPILOT_BENCH_CPROFILE"])
     return {
         "timings": timings,
         "jobs": len(jobs),
@@ -412,10 +422,12 @@ def worker_profile(shard: int, shards: int) -> dict:
     }
 
 
-def run_profile(shard: int, shards: int) -> None:
+def run_profile(shard: int, shards: int, cprofile: Path | None = None) -> None:
     from flowpilot import config, processes
 
     env = processes.child_env(config.load(), FLOWPILOT_CODE_SHARDS=str(shards))
+    if cprofile:
+        env["FLOWPILOT_BENCH_CPROFILE"] = str(cprofile.resolve())
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "bench")])
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", str(shard), str(shards)]
     started = time.perf_counter()
@@ -450,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish-shards", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--skip-publish", action="store_true")
     parser.add_argument("--profile", action="store_true", help="where the load time goes")
+    parser.add_argument(
+        "--cprofile", type=Path, help="with --profile: cProfile stats of building and snapshots"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--home", type=Path, help="FLOWPILOT_HOME to use (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep FLOWPILOT_HOME (and its logs)")
@@ -470,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure_load(cfg, 1, log_dir, args.timeout) for _ in range(args.repeat)]
         report_load(f"load, {args.workflows:,} workflows in one location", runs)
         if args.profile:
-            run_profile(0, 1)
+            run_profile(0, 1, args.cprofile)
 
         if not args.skip_publish:
             from flowpilot import processes

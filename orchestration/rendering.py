@@ -83,9 +83,12 @@ def build_job(spec: WorkflowSpec, resource_defs: Mapping[str, Any]) -> JobDefini
         dependencies=dependencies,
         description=f"{spec.workflow_name} (FlowPilot workflow, version {spec.version})",
     )
+    # Only the resources its steps use: each one attached adds its config to the job's run
+    # config schema, which Dagster snapshots per job (most of a large location's load).
+    used = set().union(*(op_def.required_resource_keys for op_def in node_defs))
     return graph.to_job(
         name=spec.job_name,
-        resource_defs=dict(resource_defs),
+        resource_defs={key: value for key, value in resource_defs.items() if key in used},
         config=inputs_config(spec),
         executor_def=in_process_executor,  # small workflows: no per-step process spawn
         tags={

@@ -45,6 +45,25 @@ def test_three_steps_render_with_their_dependencies(published):
     assert job.tags["flowpilot/version"] == "1"
 
 
+def test_a_job_carries_only_the_resources_its_steps_use(published, org, user, echo_server):
+    templates_only = build_job(_spec(published), _resources())
+    raw = {
+        "steps": [
+            {"id": "get", "type": "http.request", "config": {"url": echo_server.url}},
+            {"id": "say", "type": "transform.template", "config": {"template": "hi"}},
+        ]
+    }
+    with_http = build_job(
+        _spec(make_published_workflow(org, user, raw, slug="fetcher")), _resources()
+    )
+
+    def resources(job):
+        return set(job.resource_defs) - {"io_manager"}  # Dagster's own default
+
+    assert resources(templates_only) == {"control_plane"}
+    assert resources(with_http) == {"control_plane", "http"}
+
+
 def test_same_version_renders_identical_job(published):
     spec = _spec(published)
     first = build_job(spec, _resources()).get_job_snapshot()
