@@ -19,6 +19,8 @@ from bench/render.py, 50 workflows per organization), the way `workflow_publish`
     `control_plane.workflows.services.workflow_publish` (new workflows and new versions of
     existing ones, alternately), which reloads the code location on commit; meanwhile the Dagster
     GraphQL API is polled (`pipelineOrError`) until the job shows the new version. p50/p95.
+--inplace: publish -> visible through FlowPilot's own code server (orchestration/code_server.py),
+    which reloads in place, measured as Dagster's GrpcServerCodeLocation sees it.
 --profile: where a location's load time goes, in one fresh process over the real database:
     imports, Django, the index query, make_repository, building the jobs, RepositorySnap, and
     serializing every JobDataSnap (what the code server answers the webserver's ExternalJob);
@@ -359,6 +361,68 @@ def report_publishes(result: dict, workflows: int, shards: int) -> None:
     )
 
 
+# --- publish -> visible through FlowPilot's code server (in-place reload) ------------------------
+
+
+def measure_inplace(cfg: Any, count: int, children: list, log_dir: Path) -> dict:
+    """`python -m orchestration.code_server` over the one location; `count` publishes in
+    bench-0000 (new workflows), each followed by what the webserver does on a reload: Dagster's
+    GrpcServerCodeLocationOrigin.reload_location (ReloadCode, then the repository fetched
+    again). Timed from the publish until the reloaded location lists the new job."""
+    from dagster import DagsterInstance
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+    from render import synthetic_definition
+
+    from control_plane.core.tenancy import tenant_context
+    from control_plane.organizations.models import Organization
+    from control_plane.workflows import services
+    from flowpilot import processes
+    from orchestration.steps.definition import job_name_for
+
+    port = free_port()
+    env = processes.child_env(cfg, FLOWPILOT_CODE_SHARDS="1")
+    log = log_dir / "flowpilot-code-server.log"
+    started = time.monotonic()
+    args = [sys.executable, "-m", "orchestration.code_server", "--port", str(port)]
+    children.append(processes.spawn(args, env, log_file=log))
+    _load_as_webserver(REPOSITORY, port, started, 600)
+    print(f"\nFlowPilot code server up and loaded after {time.monotonic() - started:.1f} s")
+    origin = GrpcServerCodeLocationOrigin(host="127.0.0.1", port=port, location_name=REPOSITORY)
+    organization = Organization.objects.get(slug="bench-0000")
+    visible: list[float] = []
+    with DagsterInstance.ephemeral() as instance:
+        for attempt in range(count):
+            with tenant_context(organization.pk):
+                workflow = services.workflow_create(
+                    organization=organization,
+                    created_by=None,
+                    name=f"In place {attempt}",
+                    slug=f"in-place-{attempt}",
+                    definition=synthetic_definition(300_000 + attempt),
+                )
+            job_name = job_name_for(organization.slug, workflow.slug)
+            t0 = time.monotonic()
+            with tenant_context(organization.pk):
+                services.workflow_publish(workflow=workflow, published_by=None)
+            t1 = time.monotonic()
+            # What reload_location does, in its two parts: ReloadCode, then a fresh location.
+            origin.create_client().reload_code(timeout=instance.code_server_reload_timeout)
+            t2 = time.monotonic()
+            with origin.create_location(instance) as location:
+                jobs = location.get_repository(REPOSITORY).get_all_jobs()
+                if job_name not in {job.name for job in jobs}:
+                    raise SystemExit(f"{job_name} not in the reloaded location")
+            visible.append(time.monotonic() - t0)
+            print(
+                f"  publish {attempt + 1:>2}: {job_name} visible after {visible[-1]:.2f} s"
+                f" (publish {t1 - t0:.2f} s, ReloadCode {t2 - t1:.2f} s,"
+                f" location fetched {visible[-1] - (t2 - t0):.2f} s)"
+            )
+            sys.stdout.flush()
+    processes.stop(children.pop())
+    return {"visible": visible}
+
+
 # --- profile: where one location's load goes ----------------------------------------------------
 
 
@@ -461,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publishes", type=int, default=20)
     parser.add_argument("--publish-shards", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--skip-publish", action="store_true")
+    parser.add_argument(
+        "--inplace", action="store_true", help="publish -> visible with FlowPilot's code server"
+    )
     parser.add_argument("--profile", action="store_true", help="where the load time goes")
     parser.add_argument(
         "--cprofile", type=Path, help="with --profile: cProfile stats of building and snapshots"
@@ -487,6 +554,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile:
             run_profile(0, 1, args.cprofile)
 
+        if args.inplace:
+            result = measure_inplace(cfg, args.publishes, children, log_dir)
+            visible = result["visible"]
+            print(
+                f"\npublish -> job in the reloaded location, FlowPilot code server (in place),"
+                f" {len(visible)} publishes, {args.workflows:,} workflows: p50"
+                f" {percentile(visible, 0.5):.2f} s  p95 {percentile(visible, 0.95):.2f} s"
+            )
         if not args.skip_publish:
             from flowpilot import processes
 

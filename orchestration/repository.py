@@ -4,7 +4,7 @@ renders just the job it runs."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from functools import cache
 from typing import Any
 
@@ -39,12 +39,19 @@ def make_repository(
     *,
     shard: int = 0,
     shards: int = 1,
+    built_jobs: MutableMapping[int, JobDefinition] | None = None,
 ) -> RepositoryDefinition:
     """The repository of code-location shard `shard` of `shards` (flowpilot/shards.py): the
     jobs, schedules and trigger sensor of the organizations in that shard only; the platform's
-    maintenance jobs in shard 0."""
+    maintenance jobs in shard 0. `built_jobs` ({version id: job}) carries jobs over from a
+    previous build in this process: a version is immutable, so its job is reused as it is
+    (with its cached snapshot), and only new versions are rendered; versions no longer
+    published are dropped from it."""
     resources = dict(resource_defs or default_resources(control_plane))
     index = control_plane.published_job_index(shard=shard, shards=shards)
+    if built_jobs is not None:
+        for stale in set(built_jobs) - set(index.values()):
+            del built_jobs[stale]
 
     built: set[int] = set()
     prefetched: dict[int, WorkflowSpec] = {}
@@ -53,16 +60,19 @@ def make_repository(
         # A run worker builds one job and reads one spec. A process that builds a second job is
         # loading the whole location (a code server): it reads all the others in one query.
         if len(built) == 1 and not prefetched:
-            prefetched.update(
-                control_plane.workflow_specs([v for v in index.values() if v not in built])
-            )
+            missing = [v for v in index.values() if v not in built and v not in (built_jobs or {})]
+            prefetched.update(control_plane.workflow_specs(missing))
         spec = prefetched.pop(version_id, None)
         return spec or control_plane.workflow_spec(version_id)
 
     @cache
     def job_for_version(version_id: int) -> JobDefinition:
+        if built_jobs is not None and version_id in built_jobs:
+            return built_jobs[version_id]
         job = build_job(spec_for(version_id), resources)
         built.add(version_id)
+        if built_jobs is not None:
+            built_jobs[version_id] = job
         return job
 
     def lazy(version_id: int):

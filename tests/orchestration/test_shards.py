@@ -189,6 +189,28 @@ def test_each_shards_trigger_sensor_reads_only_its_organizations_events(two_orgs
 
 
 @pytest.mark.django_db
+def test_a_rebuild_reuses_the_jobs_of_versions_already_built(org, user, published):
+    from control_plane.workflows.models import Workflow
+    from control_plane.workflows.services import workflow_update
+
+    built: dict = {}
+    control_plane = ControlPlaneResource()
+    first = make_repository(control_plane, built_jobs=built)
+    triage = first.get_job("acme__triage")
+    make_published_workflow(org, user, THREE_STEPS, slug="later")
+
+    second = make_repository(control_plane, built_jobs=built)
+
+    assert second.get_job("acme__triage") is triage  # the same object, snapshot cached
+    assert second.get_job("acme__later").name == "acme__later"  # a new version: rendered
+    assert set(built) == set(published_job_index().values())
+    with tenant_context(org.pk):
+        workflow_update(workflow=Workflow.objects.get(pk=published.pk), status="paused")
+    make_repository(control_plane, built_jobs=built)
+    assert triage not in built.values()  # no longer published: dropped
+
+
+@pytest.mark.django_db
 def test_loading_a_whole_location_reads_the_specs_in_two_queries(org, user):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
