@@ -14,8 +14,9 @@ from bench/render.py, 50 workflows per organization), the way `workflow_publish`
       - 0 workflows, 1 location (the fixed cost)
       - --workflows (1,000) in one location
       - --many (10,000) across --shards (4) locations
-(b) publish -> visible: `dagster dev` (webserver, daemon, code server: what `flowpilot up` runs)
-    over --workflows workflows; --publishes times (20) a publish through
+(b) publish -> visible: `dagster dev` (webserver, daemon) and --code-server code servers
+    (flowpilot: FlowPilot's own, reloaded in place, what `flowpilot up` runs; dagster:
+    `dagster dev`'s own) over --workflows workflows; --publishes times (20) a publish through
     `control_plane.workflows.services.workflow_publish` (new workflows and new versions of
     existing ones, alternately), which reloads the code location on commit; meanwhile the Dagster
     GraphQL API is polled (`pipelineOrError`) until the job shows the new version. p50/p95.
@@ -259,10 +260,18 @@ def _job_version(client: Any, location: str, job_name: str) -> int | None:
 
 
 def measure_publishes(
-    cfg: Any, shards: int, count: int, children: list, log_dir: Path, run: int
+    cfg: Any,
+    shards: int,
+    count: int,
+    children: list,
+    log_dir: Path,
+    run: int,
+    code_server: str = "flowpilot",
 ) -> dict:
     """`dagster dev` over `shards` locations; `count` publishes in organization bench-0000
-    (run number `run` of this benchmark: each run changes other existing workflows)."""
+    (run number `run` of this benchmark: each run changes other existing workflows).
+    `code_server`: "flowpilot" (FlowPilot's code servers, one per shard, as `flowpilot up`
+    runs them) or "dagster" (`dagster dev`'s own)."""
     import dataclasses
 
     import httpx
@@ -275,19 +284,35 @@ def measure_publishes(
     from control_plane.workflows import services
     from control_plane.workflows.models import Workflow
     from flowpilot import processes
+    from flowpilot import shards as shards_module
     from orchestration.steps.definition import job_name_for
 
-    cfg = dataclasses.replace(cfg, code_shards=shards)
+    cfg = dataclasses.replace(cfg, code_shards=shards, code_server=code_server)
     settings.FLOWPILOT_CODE_SHARDS = shards  # this process publishes: it names the location
     env = processes.child_env(cfg, FLOWPILOT_CODE_SHARDS=str(shards))
-    log = log_dir / f"dagster-dev-{shards}.log"
+    log = log_dir / f"dagster-dev-{shards}-{code_server}.log"
     started = time.monotonic()
-    children.append(processes.spawn(processes.dagster_dev_args(cfg), env, log_file=log))
+    workspace = None
+    servers = []
+    if code_server == "flowpilot":
+        ports = [processes.free_port() for _ in range(shards)]
+        for shard, port in enumerate(ports):
+            server_log = log_dir / f"code-server-{shard}-of-{shards}.log"
+            args = processes.code_server_args(cfg, shard, port)
+            servers.append(processes.spawn(args, env, log_file=server_log))
+        for port in ports:
+            processes.wait_until(lambda port=port: processes.code_server_ready(port), timeout=600)
+        workspace = shards_module.grpc_workspace_file(cfg, ports)
+    children.append(processes.spawn(processes.dagster_dev_args(cfg, workspace), env, log_file=log))
+    children.extend(servers)
     client = httpx.Client(base_url=cfg.dagster_url, timeout=30)
     if not processes.wait_until(lambda: _locations_loaded(client), timeout=600, interval=0.2):
         raise SystemExit(f"dagster dev did not load its locations; see {log}")
     up = time.monotonic() - started
-    print(f"\ndagster dev with {shards} location(s) up and loaded after {up:.1f} s")
+    print(
+        f"\ndagster dev with {shards} location(s) ({code_server} code servers) up and loaded"
+        f" after {up:.1f} s"
+    )
     sys.stdout.flush()
 
     organization = Organization.objects.get(slug="bench-0000")
@@ -528,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--inplace", action="store_true", help="publish -> visible with FlowPilot's code server"
     )
+    parser.add_argument(
+        "--code-server",
+        choices=["flowpilot", "dagster"],
+        default="flowpilot",
+        help="code servers under dagster dev for the publishes (flowpilot: as flowpilot up)",
+    )
     parser.add_argument("--profile", action="store_true", help="where the load time goes")
     parser.add_argument(
         "--cprofile", type=Path, help="with --profile: cProfile stats of building and snapshots"
@@ -566,9 +597,12 @@ def main(argv: list[str] | None = None) -> int:
             from flowpilot import processes
 
             for run, shards in enumerate(args.publish_shards):
-                result = measure_publishes(cfg, shards, args.publishes, children, log_dir, run)
+                result = measure_publishes(
+                    cfg, shards, args.publishes, children, log_dir, run, args.code_server
+                )
                 report_publishes(result, args.workflows, shards)
-                processes.stop(children.pop())
+                while children:
+                    processes.stop(children.pop())
 
         if args.many > args.workflows:
             bulk_publish(args.workflows, args.many - args.workflows)

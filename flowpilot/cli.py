@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from flowpilot import config, processes, runtime
+from flowpilot import config, processes, runtime, shards
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -85,7 +85,21 @@ def cmd_up(args: argparse.Namespace) -> int:
             runtime.close_db()
             env = processes.child_env(cfg)
             children.append(processes.spawn(processes.control_plane_args(cfg), env))
-            children.append(processes.spawn(processes.dagster_dev_args(cfg), env))
+            workspace = None
+            if cfg.code_server == "flowpilot":
+                # One code server per shard, reloaded in place; Dagster connects to them.
+                ports = [processes.free_port() for _ in range(cfg.code_shards)]
+                for shard, port in enumerate(ports):
+                    args = processes.code_server_args(cfg, shard, port)
+                    children.append(processes.spawn(args, env))
+                for port in ports:
+                    if not processes.wait_until(
+                        lambda port=port: processes.code_server_ready(port), timeout=600
+                    ):
+                        print(f"the code server on port {port} did not start", file=sys.stderr)
+                        return 1
+                workspace = shards.grpc_workspace_file(cfg, ports)
+            children.append(processes.spawn(processes.dagster_dev_args(cfg, workspace), env))
             web_ok = processes.wait_until(
                 lambda: processes.http_ok(f"{cfg.control_plane_url}/healthz"), timeout=60
             )

@@ -38,6 +38,9 @@ class Config:
     dagster_host: str
     dagster_port: int
     code_shards: int = 1  # FLOWPILOT_CODE_SHARDS: Dagster code locations (flowpilot/shards.py)
+    # FLOWPILOT_CODE_SERVER: "flowpilot" (orchestration/code_server.py, reloads in place) or
+    # "dagster" (`dagster dev`'s own code servers, a new process per reload) under `flowpilot up`
+    code_server: str = "flowpilot"
 
     @property
     def pg_dir(self) -> Path:
@@ -95,7 +98,15 @@ def load() -> Config:
         dagster_host=_env("FLOWPILOT_DAGSTER_HOST", "127.0.0.1"),
         dagster_port=int(_env("FLOWPILOT_DAGSTER_PORT", "3000")),
         code_shards=_code_shards(),
+        code_server=_code_server(),
     )
+
+
+def _code_server() -> str:
+    raw = _env("FLOWPILOT_CODE_SERVER", "flowpilot")
+    if raw not in ("flowpilot", "dagster"):
+        raise ValueError(f"FLOWPILOT_CODE_SERVER must be 'flowpilot' or 'dagster', not {raw!r}")
+    return raw
 
 
 def _code_shards() -> int:

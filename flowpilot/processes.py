@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -59,12 +60,48 @@ def control_plane_args(cfg: config.Config) -> list[str]:
     ]
 
 
-def dagster_dev_args(cfg: config.Config) -> list[str]:
-    """Dagster webserver + daemon (and the code servers they share, one per code location) for
-    `flowpilot up`."""
+def dagster_dev_args(cfg: config.Config, workspace: Path | None = None) -> list[str]:
+    """Dagster webserver + daemon for `flowpilot up`, on `workspace` (default: the python-module
+    workspace, for which `dagster dev` starts the code servers itself)."""
     host, port = cfg.dagster_host, str(cfg.dagster_port)
-    workspace = str(shards.workspace_file(cfg))
-    return [bin_path("dagster"), "dev", "-w", workspace, "-h", host, "-p", port]
+    workspace = workspace or shards.workspace_file(cfg)
+    return [bin_path("dagster"), "dev", "-w", str(workspace), "-h", host, "-p", port]
+
+
+def code_server_args(cfg: config.Config, shard: int, port: int) -> list[str]:
+    """FlowPilot's code server (orchestration/code_server.py) for one shard."""
+    return [
+        sys.executable,
+        "-m",
+        "orchestration.code_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--attribute",
+        shards.attribute(shard, cfg.code_shards),
+        "--location-name",
+        shards.location_name(shard, cfg.code_shards),
+        "--working-directory",
+        str(config.PROJECT_ROOT),
+    ]
+
+
+def code_server_ready(port: int) -> bool:
+    """The code server on `port` answers (it has loaded its location)."""
+    from dagster._grpc.client import DagsterGrpcClient
+
+    try:
+        DagsterGrpcClient(port=port, host="127.0.0.1").ping("flowpilot")
+    except Exception:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def dagster_daemon_args(cfg: config.Config | None = None) -> list[str]:

@@ -63,6 +63,37 @@ def workspace(shards: int) -> dict:
     }
 
 
+def grpc_workspace(ports: list[int], host: str = "127.0.0.1") -> dict:
+    """The workspace for FlowPilot's own code servers, one per shard, on `ports` (in shard
+    order): `grpc_server` entries, which Dagster reloads by asking the server (in place)."""
+    shards = len(ports)
+    return {
+        "load_from": [
+            {
+                "grpc_server": {
+                    "host": host,
+                    "port": port,
+                    "location_name": location_name(shard, shards),
+                }
+            }
+            for shard, port in enumerate(ports)
+        ]
+    }
+
+
+def grpc_workspace_file(cfg: config.Config, ports: list[int]) -> Path:
+    """`grpc_workspace` written into DAGSTER_HOME for the processes of this installation."""
+    import yaml
+
+    path = cfg.dagster_home / "workspace-code-servers.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by `flowpilot up` for its code servers (flowpilot/shards.py); do not edit.\n"
+        + yaml.safe_dump(grpc_workspace(ports), sort_keys=False)
+    )
+    return path
+
+
 def workspace_file(cfg: config.Config) -> Path:
     """The workspace file Dagster processes of this installation load: the project's static
     workspace.yaml for one location, else one written into DAGSTER_HOME for cfg.code_shards."""

@@ -64,6 +64,13 @@ def test_a_bad_shard_count_is_refused_with_the_variable_named(monkeypatch, value
         config.load()
 
 
+@pytest.mark.parametrize("value", ["dagster-dev", "grpc", "FlowPilot"])
+def test_a_bad_code_server_choice_is_refused_with_the_variable_named(monkeypatch, value):
+    monkeypatch.setenv("FLOWPILOT_CODE_SERVER", value)
+    with pytest.raises(ValueError, match="FLOWPILOT_CODE_SERVER"):
+        config.load()
+
+
 # Workspace ---------------------------------------------------------------------------------------
 
 
@@ -88,6 +95,31 @@ def test_one_shard_keeps_the_static_workspace(monkeypatch, tmp_path):
     assert path == config.PROJECT_ROOT / "workspace.yaml"
     assert _origins(path) == {"flowpilot": ("orchestration.definitions", "defs")}
     assert str(path) in processes.dagster_dev_args(cfg)
+
+
+def test_flowpilot_up_code_servers_get_a_grpc_workspace(monkeypatch, tmp_path):
+    """`flowpilot up` (FLOWPILOT_CODE_SERVER=flowpilot) runs one code server per shard and gives
+    Dagster `grpc_server` entries for them, which Dagster reloads by asking the server."""
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    monkeypatch.setenv("FLOWPILOT_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("FLOWPILOT_CODE_SHARDS", "2")
+    cfg = config.load()
+    assert cfg.code_server == "flowpilot"
+    path = shards.grpc_workspace_file(cfg, [4101, 4102])
+    origins = location_origins_from_yaml_paths([str(path)])
+    assert all(isinstance(o, GrpcServerCodeLocationOrigin) for o in origins)
+    assert {(o.location_name, o.port) for o in origins} == {
+        ("flowpilot-0", 4101),
+        ("flowpilot-1", 4102),
+    }
+    args = processes.code_server_args(cfg, 1, 4102)
+    assert args[1:3] == ["-m", "orchestration.code_server"]
+    assert args[args.index("--attribute") + 1] == "shard_1_of_2"
+    assert args[args.index("--location-name") + 1] == "flowpilot-1"
+    assert str(path) in processes.dagster_dev_args(cfg, path)
 
 
 def test_shards_get_a_generated_workspace_with_one_location_each(monkeypatch, tmp_path):
