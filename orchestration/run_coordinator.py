@@ -261,10 +261,18 @@ class FlowPilotRunCoordinator(QueuedRunCoordinator):
     def _settle(self) -> None:
         """Hold an enqueue until the latest direct launch is `settle_seconds` old (see the
         module's doc)."""
-        deadline = time.monotonic() + self.settle_seconds
-        since = datetime.now(UTC) - timedelta(seconds=self.settle_seconds)
+        now = datetime.now(UTC)
         recent = RunsFilter(
-            statuses=ACTIVE_RUN_STATUSES, tags={TAG_LAUNCH: "direct"}, updated_after=since
+            statuses=ACTIVE_RUN_STATUSES,
+            tags={TAG_LAUNCH: "direct"},
+            updated_after=now - timedelta(seconds=self.settle_seconds),
         )
-        while self._instance.get_runs_count(recent) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        latest = self._instance.get_run_records(
+            filters=recent, limit=1, order_by="update_timestamp", ascending=False
+        )
+        if latest:
+            updated = latest[0].update_timestamp
+            if updated.tzinfo is None:
+                updated = updated.replace(tzinfo=UTC)  # stored as naive UTC
+            age = (now - updated).total_seconds()
+            time.sleep(min(self.settle_seconds, max(0.0, self.settle_seconds - age)))
