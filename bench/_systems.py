@@ -12,6 +12,9 @@ processes on this machine, and the clocks they are measured with.
   by a row inserted into `bench_trigger` (read by the project's sensor) or by a GraphQL
   `launchRun`.
 
+The two systems are bench/_flowpilot_system.py and bench/_plain_system.py; this module holds
+what they share (process watching and stopping, Dagster's storage, the trigger record).
+
 One system runs at a time; each is stopped (its process groups, and any group its processes
 made) before the next starts, and on Ctrl-C or failure.
 
@@ -32,7 +35,6 @@ import math
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -44,7 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, free_port
+from _common import ROOT
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PLAIN_DIR = ROOT / "bench" / "plain_dagster"
@@ -52,30 +54,8 @@ PLAIN_DB = "plain_dagster"
 FINISHED_RUN = ("SUCCESS", "FAILURE", "CANCELED")
 UP_TIMEOUT = 300.0
 
+
 # The benchmark workflow: three steps of trivial work, like the plain job's three ops.
-THREE_STEPS = {
-    "inputs": {"n": {"type": "integer", "default": 0}},
-    "steps": [
-        {"id": "first", "type": "transform.template", "config": {"template": "{{ inputs.n }}"}},
-        {
-            "id": "second",
-            "type": "transform.template",
-            "after": ["first"],
-            "config": {"template": "{{ steps.first.output.result }}+1"},
-        },
-        {
-            "id": "third",
-            "type": "transform.template",
-            "after": ["second"],
-            "config": {"template": "({{ steps.second.output.result }})*2"},
-        },
-    ],
-}
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
 def _scan_proc() -> dict[tuple[int, int], tuple[int, int, int]]:
     """Every live process: (pid, start time) -> (parent pid, process group, CPU ticks)."""
     found = {}
@@ -307,6 +287,18 @@ class System(ABC):
     def resolve(self, triggers: list[Trigger]) -> None:
         """Fill in the run and its times for the triggers not complete yet."""
 
+    process: subprocess.Popen | None = None
+
+    def close(self, *clients: str) -> None:
+        """Close the named client attributes that exist, then stop the system's processes."""
+        for name in clients:
+            if hasattr(self, name):
+                with contextlib.suppress(Exception):
+                    getattr(self, name).close()
+        if self.process is not None:
+            self.watch.stop()
+            stop_process_tree(self.process, self.watch.groups["system"])
+
     def _fill_times(self, triggers: list[Trigger]) -> None:
         times = self.storage.run_times([t.run_id for t in triggers if t.run_id])
         for trigger in triggers:
@@ -353,152 +345,6 @@ def wait_complete(system: System, triggers: list[Trigger], timeout: float) -> No
 # -- FlowPilot -----------------------------------------------------------------------------------
 
 
-class FlowPilot(System):
-    label = "FlowPilot webhook"
-
-    def __init__(self, cfg: Any, token: str, log_dir: Path, concurrent_runs: int = 10) -> None:
-        self.cfg = cfg
-        self.token = token
-        self.log = log_dir / "flowpilot-up.log"
-        self.concurrent_runs = concurrent_runs
-        self.process: subprocess.Popen | None = None
-        self.hook_url = ""
-
-    def __enter__(self) -> FlowPilot:
-        import httpx
-
-        from flowpilot import pg, processes
-
-        self.process = processes.spawn(
-            [processes.bin_path("flowpilot"), "up"], dict(os.environ), log_file=self.log
-        )
-        self.watch = ProcessWatch(
-            {"system": self.process.pid, "postgres": pg.server_pid(self.cfg.pg_dir) or -1}
-        ).start()
-        try:
-            _wait(
-                lambda: "FlowPilot is up" in self.log.read_text(errors="replace"),
-                UP_TIMEOUT,
-                f"`flowpilot up` ready (see {self.log})",
-                self.process,
-            )
-            self.api = httpx.Client(
-                base_url=f"{self.cfg.control_plane_url}/api/v1/orgs/demo/",
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=60,
-            )
-            self.hooks = httpx.Client(timeout=60)
-            self.storage = DagsterStorage(self.cfg.dagster_pg_url)
-            self._prepare()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name in ("api", "hooks", "storage"):
-            if hasattr(self, name):
-                with contextlib.suppress(Exception):
-                    getattr(self, name).close()
-        if self.process is not None:
-            self.watch.stop()
-            stop_process_tree(self.process, self.watch.groups["system"])
-
-    def _call(self, method: str, path: str, expect: int, **kwargs: Any) -> dict:
-        response = self.api.request(method, path, **kwargs)
-        if response.status_code != expect:
-            raise SystemExit(f"{method} {path}: {response.status_code} {response.text[:500]}")
-        return response.json()
-
-    def _prepare(self) -> None:
-        self._call(
-            "PATCH",
-            "quota",
-            200,
-            json={"plan": "enterprise", "concurrent_runs": self.concurrent_runs},
-        )
-        workflow = self._call(
-            "POST",
-            "workflows",
-            201,
-            json={"name": f"Bench three steps {int(time.time())}", "definition": THREE_STEPS},
-        )
-        self._call("POST", f"workflows/{workflow['id']}/publish", 201, json={})
-        hook = self._call(
-            "POST", f"workflows/{workflow['id']}/triggers", 201, json={"kind": "webhook"}
-        )
-        self.hook_url = hook["url"]
-        from orchestration.steps.definition import job_name_for
-
-        self.job_name = job_name_for("demo", workflow["slug"])
-        self.workflow_id = workflow["id"]
-        _wait(
-            lambda: self.job_name in _workspace_jobs(self.cfg.dagster_url),
-            120,
-            f"job {self.job_name} loaded in Dagster",
-            self.process,
-        )
-
-    def send(self, index: int) -> Trigger:
-        t0 = time.time()
-        response = self.hooks.post(self.hook_url, json={"inputs": {"n": index}})
-        answer = time.time() - t0
-        if response.status_code != 202:
-            raise SystemExit(f"webhook answered {response.status_code}: {response.text[:500]}")
-        return Trigger(index, t0, answer, response.json()["execution_id"])
-
-    def resolve(self, triggers: list[Trigger]) -> None:
-        from control_plane.executions.models import WorkflowExecution
-
-        rows = (
-            WorkflowExecution.objects.unscoped()  # a system observer, past row security
-            .using("owner")
-            .filter(pk__in=[t.key for t in triggers])
-            .values_list("pk", "dagster_run_id", "status", "finished_at")
-        )
-        executions = {pk: (run_id, status, end) for pk, run_id, status, end in rows}
-        for trigger in triggers:
-            run_id, status, end = executions.get(trigger.key, (None, "", None))
-            trigger.run_id = run_id or trigger.run_id
-            if status in WorkflowExecution.FINISHED and end is not None:
-                trigger.execution_finished = end.timestamp()
-        self._fill_times(triggers)
-        for trigger in triggers:
-            trigger.complete = trigger.status in FINISHED_RUN and not math.isnan(
-                trigger.execution_finished
-            )
-
-    def executions_finished_between(self, start: float, end: float) -> list[float]:
-        from control_plane.executions.models import WorkflowExecution
-
-        return [
-            moment.timestamp()
-            for moment in WorkflowExecution.objects.unscoped()
-            .using("owner")
-            .filter(
-                status=WorkflowExecution.Status.SUCCESS,
-                finished_at__gte=datetime.fromtimestamp(start, UTC),
-                finished_at__lte=datetime.fromtimestamp(end, UTC),
-            )
-            .values_list("finished_at", flat=True)
-        ]
-
-    def backlog(self) -> dict[str, int]:
-        from control_plane.executions.models import TriggerEvent, WorkflowExecution
-
-        executions = WorkflowExecution.objects.unscoped().using("owner")
-        return {
-            "events not launched": TriggerEvent.objects.unscoped()
-            .using("owner")
-            .filter(status__in=[TriggerEvent.Status.PENDING, TriggerEvent.Status.LAUNCHING])
-            .count(),
-            "executions queued": executions.filter(status=WorkflowExecution.Status.QUEUED).count(),
-            "executions running": executions.filter(
-                status=WorkflowExecution.Status.RUNNING
-            ).count(),
-        }
-
-
 def _workspace_jobs(dagster_url: str) -> set[str]:
     import httpx
 
@@ -510,160 +356,3 @@ def _workspace_jobs(dagster_url: str) -> set[str]:
 
 
 # -- plain Dagster -------------------------------------------------------------------------------
-
-
-LAUNCH = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-    __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-
-
-class PlainDagster(System):
-    """bench/plain_dagster under `dagster dev`; `mode` "sensor" (a row insert) or "graphql"
-    (launchRun) chooses what `send` does."""
-
-    def __init__(self, cfg: Any, log_dir: Path) -> None:
-        from flowpilot import config
-
-        self.cfg = cfg
-        self.log = log_dir / "plain-dagster.log"
-        self.home = cfg.home / "plain_dagster"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.pg_url = config.embedded_url(
-            cfg.pg_dir, PLAIN_DB, config.OWNER_ROLE, driver="postgresql+psycopg2"
-        )
-        self.libpq_url = config.embedded_url(cfg.pg_dir, PLAIN_DB, config.OWNER_ROLE)
-        self.process: subprocess.Popen | None = None
-        self.mode = "sensor"
-
-    @property
-    def label(self) -> str:  # type: ignore[override]
-        if self.mode == "sensor":
-            return "Dagster sensor (30 s)"
-        return "Dagster GraphQL launchRun"
-
-    def _create_database(self) -> None:
-        import psycopg
-
-        from flowpilot import config
-
-        admin = config.embedded_url(self.cfg.pg_dir, "postgres", config.OWNER_ROLE)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PLAIN_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {PLAIN_DB}")
-        self.rows = psycopg.connect(self.libpq_url, autocommit=True)
-        self.rows.execute(
-            "CREATE TABLE bench_trigger (id bigserial PRIMARY KEY, payload jsonb NOT NULL,"
-            " created_at timestamptz NOT NULL DEFAULT now())"
-        )
-
-    def __enter__(self) -> PlainDagster:
-        import httpx
-
-        from flowpilot import pg, processes
-
-        self._create_database()
-        if self.home.exists():
-            shutil.rmtree(self.home)
-        self.home.mkdir(parents=True)
-        shutil.copyfile(PLAIN_DIR / "dagster.yaml", self.home / "dagster.yaml")
-        env = dict(os.environ)
-        for name in ("DAGSTER_PG_URL", "DATABASE_URL", "DATABASE_OWNER_URL", "DAGSTER_URL"):
-            env.pop(name, None)
-        env.update(
-            DAGSTER_HOME=str(self.home),
-            PLAIN_DAGSTER_PG_URL=self.pg_url,
-            PLAIN_TRIGGER_DB_URL=self.libpq_url,
-            PYTHONUNBUFFERED="1",
-        )
-        args = [
-            processes.bin_path("dagster"),
-            "dev",
-            "-f",
-            str(PLAIN_DIR / "definitions.py"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-        ]
-        self.process = processes.spawn(args, env, log_file=self.log)
-        self.watch = ProcessWatch(
-            {"system": self.process.pid, "postgres": pg.server_pid(self.cfg.pg_dir) or -1}
-        ).start()
-        try:
-            _wait(
-                lambda: "trivial_job" in _workspace_jobs(self.url),
-                UP_TIMEOUT,
-                f"plain Dagster up with trivial_job (see {self.log})",
-                self.process,
-            )
-            self.client = httpx.Client(timeout=60)
-            self.storage = DagsterStorage(self.pg_url)
-            query = """{ repositoriesOrError { ... on RepositoryConnection {
-                nodes { name location { name } } } } }"""
-            repo = self.client.post(f"{self.url}/graphql", json={"query": query}).json()
-            node = repo["data"]["repositoriesOrError"]["nodes"][0]
-            self.selector = {
-                "repositoryLocationName": node["location"]["name"],
-                "repositoryName": node["name"],
-                "jobName": "trivial_job",
-            }
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name in ("client", "storage", "rows"):
-            if hasattr(self, name):
-                with contextlib.suppress(Exception):
-                    getattr(self, name).close()
-        if self.process is not None:
-            self.watch.stop()
-            stop_process_tree(self.process, self.watch.groups["system"])
-
-    def send(self, index: int) -> Trigger:
-        from psycopg.types.json import Jsonb
-
-        t0 = time.time()
-        if self.mode == "sensor":
-            (key,) = self.rows.execute(
-                "INSERT INTO bench_trigger (payload) VALUES (%s) RETURNING id",
-                [Jsonb({"n": index})],
-            ).fetchone()
-            return Trigger(index, t0, time.time() - t0, str(key))
-        response = self.client.post(
-            f"{self.url}/graphql",
-            json={"query": LAUNCH, "variables": {"params": {"selector": self.selector}}},
-        )
-        answer = time.time() - t0
-        result = response.json()["data"]["launchRun"]
-        if result["__typename"] != "LaunchRunSuccess":
-            raise SystemExit(f"launchRun answered {result}")
-        run_id = result["run"]["runId"]
-        return Trigger(index, t0, answer, run_id, run_id=run_id)
-
-    def resolve(self, triggers: list[Trigger]) -> None:
-        unknown = [t for t in triggers if not t.run_id]
-        if unknown:
-            from plain_dagster.definitions import ROW_TAG
-
-            runs = self.storage.runs_by_tag(ROW_TAG, [t.key for t in unknown])
-            for trigger in unknown:
-                trigger.run_id = runs.get(trigger.key)
-        self._fill_times(triggers)
-        for trigger in triggers:
-            trigger.complete = trigger.status in FINISHED_RUN and not math.isnan(trigger.finished)
-
-    def backlog(self) -> dict[str, int]:
-        from plain_dagster.definitions import ROW_TAG
-
-        (rows,) = self.rows.execute("SELECT count(*) FROM bench_trigger").fetchone()
-        (requested,) = self.storage.conn.execute(
-            "SELECT count(*) FROM run_tags WHERE key = %s", [ROW_TAG]
-        ).fetchone()
-        counts = self.storage.status_counts()
-        return {
-            "rows without a run": rows - requested,
-            "runs queued": counts.get("QUEUED", 0),
-            "runs starting/started": counts.get("STARTING", 0) + counts.get("STARTED", 0),
-        }

@@ -36,7 +36,9 @@ import time
 from pathlib import Path
 
 from _common import database_and_children, machine, percentile, private_home
-from _systems import FlowPilot, PlainDagster, System, machine_cpu, wait_complete
+from _flowpilot_system import FlowPilot
+from _plain_system import PlainDagster
+from _systems import System, machine_cpu, wait_complete
 
 SYSTEMS = ("flowpilot", "sensor")
 WARMUP_TIMEOUT = 240.0

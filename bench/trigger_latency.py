@@ -38,9 +38,9 @@ import time
 from pathlib import Path
 
 from _common import database_and_children, machine, percentile, private_home
+from _flowpilot_system import FlowPilot
+from _plain_system import PlainDagster
 from _systems import (
-    FlowPilot,
-    PlainDagster,
     System,
     Trigger,
     machine_cpu,
