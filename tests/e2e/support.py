@@ -109,6 +109,26 @@ def seed_token(env: dict[str, str]) -> str:
     return seed["token"]
 
 
+def start_up(env: dict[str, str], timeout: float = 180) -> subprocess.Popen:
+    """`flowpilot up` in a session of its own (stop it with SIGINT to its group), once it says
+    it is up; its output stays readable through `read_until`."""
+    up = subprocess.Popen(
+        [FLOWPILOT, "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        read_until(up, "FlowPilot is up", timeout=timeout)
+    except BaseException:
+        os.killpg(up.pid, signal.SIGKILL)
+        up.wait()
+        raise
+    return up
+
+
 def read_until(process: subprocess.Popen, marker: str, timeout: float) -> list[str]:
     lines: list[str] = []
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ import pytest
 
 from flowpilot.echo_server import EchoServer
 from flowpilot.shards import location_name, shard_of
-from tests.e2e.support import read_until, wait_execution, wait_step_running
+from tests.e2e.support import start_up, wait_execution, wait_step_running
 
 pytestmark = pytest.mark.slow
 
@@ -100,16 +100,8 @@ class Dagster:
 def test_publish_and_pause_reload_one_location_and_runs_in_flight_finish(fresh_env):
     env = {**fresh_env, "FLOWPILOT_CODE_SHARDS": str(SHARDS)}
     flowpilot = os.path.join(os.path.dirname(sys.executable), "flowpilot")
-    up = subprocess.Popen(
-        [flowpilot, "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_up(env)
     try:
-        read_until(up, "FlowPilot is up", timeout=180)
         seed = json.loads(
             subprocess.run(
                 [flowpilot, "seed", "--json"], env=env, capture_output=True, text=True, check=True

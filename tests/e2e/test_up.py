@@ -15,8 +15,8 @@ from flowpilot.echo_server import EchoServer
 from tests.e2e.support import (
     FLOWPILOT,
     GREET,
-    read_until,
     seed_token,
+    start_up,
     wait_execution,
     wait_step_running,
 )
@@ -25,16 +25,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_trigger_through_the_api_reaches_success(fresh_env):
-    up = subprocess.Popen(
-        [FLOWPILOT, "up"],
-        env=fresh_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    up = start_up(fresh_env)
     try:
-        read_until(up, "FlowPilot is up", timeout=180)
         base = f"http://127.0.0.1:{fresh_env['FLOWPILOT_PORT']}"
         client = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {seed_token(fresh_env)}"}, timeout=10
