@@ -5,10 +5,13 @@ a real database (a private FLOWPILOT_HOME with its own embedded PostgreSQL).
 Setup: organizations, active workflows and their versions are bulk-inserted (5-step definitions
 from bench/render.py, 50 workflows per organization), the way `workflow_publish` stores them.
 
-(a) load: real `dagster code-server start` processes (what `dagster dev` and docker-compose run),
-    one per code location; each location is timed from the process start until it is LOADED as
-    the webserver sees it: Dagster's own `GrpcServerCodeLocation` (the class the webserver and
-    the daemon use) connects, lists the repository and fetches every job snapshot. Shards start
+(a) load: real code-server processes, one per code location: FlowPilot's own (--load-server
+    flowpilot, the default: what `flowpilot up` and docker-compose run), timed once cold (no job
+    snapshots kept) and --repeat times warm (orchestration/job_snapshots.py), or Dagster's
+    `dagster code-server start` (--load-server dagster); each location is timed from the
+    process start until it is LOADED as the webserver sees it: Dagster's own
+    `GrpcServerCodeLocation` (the class the webserver and the daemon use) connects, lists the
+    repository and fetches every job snapshot. Shards start
     together and load in parallel; the wall time and each shard's time are printed. The same
     load of an empty location is printed first: the fixed cost (interpreter, imports, Django).
       - 0 workflows, 1 location (the fixed cost)
@@ -116,10 +119,16 @@ def bulk_publish(start: int, count: int) -> None:
 # --- (a) load through real code servers ----------------------------------------------------------
 
 
-def _code_server_args(shard: int, shards: int, port: int) -> list[str]:
+def _code_server_args(cfg: Any, server: str, shard: int, shards: int, port: int) -> list[str]:
+    """`dagster code-server start` (server "dagster") or FlowPilot's own (what `flowpilot up`
+    and docker-compose run)."""
+    import dataclasses
+
     from flowpilot import processes
     from flowpilot import shards as shards_module
 
+    if server == "flowpilot":
+        return processes.code_server_args(dataclasses.replace(cfg, code_shards=shards), shard, port)
     return [
         processes.bin_path("dagster"),
         "code-server",
@@ -166,20 +175,26 @@ def _load_as_webserver(location: str, port: int, started: float, timeout: float)
     raise SystemExit(f"{location} not loaded in {timeout:.0f}s: {last_error}")
 
 
-def measure_load(cfg: Any, shards: int, log_dir: Path, timeout: float) -> dict:
-    """Start one code server per shard at once; time each until loaded; stop them."""
+def measure_load(
+    cfg: Any, shards: int, log_dir: Path, timeout: float, server: str, *, cold: bool = False
+) -> dict:
+    """Start one code server per shard at once; time each until loaded; stop them. `cold`:
+    FlowPilot's code servers start without kept job snapshots (the store is emptied first)."""
+    import shutil
+
     from flowpilot import processes
 
+    if cold and cfg.snapshot_cache:
+        shutil.rmtree(cfg.snapshot_cache, ignore_errors=True)
     env = processes.child_env(cfg, FLOWPILOT_CODE_SHARDS=str(shards))
     ports = [free_port() for _ in range(shards)]
     children = []
     try:
         started = time.monotonic()
         for shard, port in enumerate(ports):
-            log = log_dir / f"code-server-{shards}-{shard}.log"
-            children.append(
-                processes.spawn(_code_server_args(shard, shards, port), env, log_file=log)
-            )
+            log = log_dir / f"code-server-{server}-{shards}-{shard}.log"
+            args = _code_server_args(cfg, server, shard, shards, port)
+            children.append(processes.spawn(args, env, log_file=log))
         from flowpilot.shards import location_name
 
         with ThreadPoolExecutor(max_workers=shards) as pool:
@@ -196,6 +211,21 @@ def measure_load(cfg: Any, shards: int, log_dir: Path, timeout: float) -> dict:
         for child in children:
             processes.stop(child, timeout=5)
     return {"shards": shards, "wall": wall, "locations": results}
+
+
+def load_runs(cfg: Any, shards: int, log_dir: Path, args: Any) -> list[tuple[str, list[dict]]]:
+    """Labelled load measurements: for FlowPilot's code servers one cold start (no kept
+    snapshots) and --repeat warm ones; for Dagster's, --repeat starts."""
+    if args.load_server == "dagster":
+        runs = [
+            measure_load(cfg, shards, log_dir, args.timeout, "dagster") for _ in range(args.repeat)
+        ]
+        return [("dagster code-server start", runs)]
+    cold = [measure_load(cfg, shards, log_dir, args.timeout, "flowpilot", cold=True)]
+    warm = [
+        measure_load(cfg, shards, log_dir, args.timeout, "flowpilot") for _ in range(args.repeat)
+    ]
+    return [("FlowPilot code server, cold", cold), ("FlowPilot code server, warm", warm)]
 
 
 def report_load(title: str, runs: list[dict]) -> None:
@@ -468,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
         default="flowpilot",
         help="code servers under dagster dev for the publishes (flowpilot: as flowpilot up)",
     )
+    parser.add_argument(
+        "--load-server",
+        choices=["flowpilot", "dagster"],
+        default="flowpilot",
+        help="code servers for the load figures (flowpilot: cold, then warm job snapshots)",
+    )
     parser.add_argument("--profile", action="store_true", help="where the load time goes")
     parser.add_argument(
         "--cprofile", type=Path, help="with --profile: cProfile stats of building and snapshots"
@@ -481,12 +517,12 @@ def main(argv: list[str] | None = None) -> int:
     with private_home(args.home, args.keep) as home, database_and_children() as (cfg, children):
         log_dir = home / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        runs = [measure_load(cfg, 1, log_dir, args.timeout) for _ in range(args.repeat)]
-        report_load("load, empty location (fixed cost: process, imports, Django)", runs)
+        for label, runs in load_runs(cfg, 1, log_dir, args):
+            report_load(f"load, empty location (fixed cost), {label}", runs)
 
         bulk_publish(0, args.workflows)
-        runs = [measure_load(cfg, 1, log_dir, args.timeout) for _ in range(args.repeat)]
-        report_load(f"load, {args.workflows:,} workflows in one location", runs)
+        for label, runs in load_runs(cfg, 1, log_dir, args):
+            report_load(f"load, {args.workflows:,} workflows in one location, {label}", runs)
         if args.profile:
             run_profile(0, 1, args.cprofile)
 
@@ -512,10 +548,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.many > args.workflows:
             bulk_publish(args.workflows, args.many - args.workflows)
             for shards in args.shards:
-                runs = [
-                    measure_load(cfg, shards, log_dir, args.timeout) for _ in range(args.repeat)
-                ]
-                report_load(f"load, {args.many:,} workflows across {shards} locations", runs)
+                for label, runs in load_runs(cfg, shards, log_dir, args):
+                    report_load(
+                        f"load, {args.many:,} workflows across {shards} locations, {label}", runs
+                    )
                 if args.profile:
                     run_profile(0, shards)
     return 0

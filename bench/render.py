@@ -154,16 +154,30 @@ def synthetic_specs(count: int) -> dict[int, Any]:
     return specs
 
 
+def workflow_data(repo: Any) -> Any:
+    from orchestration.repository_data import workflow_data as data_of
+
+    return data_of(repo)
+
+
 def stub_control_plane(specs: dict[int, Any]) -> Any:
     """A ControlPlaneResource whose code-location reads come from `specs` (no database)."""
     from resources.control_plane import ControlPlaneResource
 
     class StubControlPlane(ControlPlaneResource):
-        def published_job_index(self, *, shard: int = 0, shards: int = 1) -> dict[str, int]:
-            return {spec.job_name: version_id for version_id, spec in specs.items()}
+        def published_jobs(self, *, shard: int = 0, shards: int = 1) -> dict[str, Any]:
+            from orchestration.steps.definition import PublishedJob
+
+            return {
+                spec.job_name: PublishedJob(version_id, spec.stamp)
+                for version_id, spec in specs.items()
+            }
 
         def workflow_spec(self, version_id: int) -> Any:
             return specs[version_id]
+
+        def schedule_index(self) -> list[dict]:
+            return []
 
         def workflow_specs(self, version_ids: list[int]) -> dict[int, Any]:
             return {version_id: specs[version_id] for version_id in version_ids}
@@ -216,7 +230,7 @@ def worker_full(count: int, trace: bool) -> dict[str, Any]:
     repo.load_all_definitions()
     jobs = repo.get_all_jobs()
     timings["load"] = time.perf_counter() - start
-    built = repo.job_for_version.cache_info().currsize
+    built = len(workflow_data(repo).built_workflow_jobs())
 
     start = time.perf_counter()
     repo_snap = serialize_value(RepositorySnap.from_def(repo, defer_snapshots=True))
@@ -269,7 +283,7 @@ def worker_lazy(count: int, trace: bool) -> dict[str, Any]:
     result.update(
         timings=timings,
         job=job.name,
-        built=repo.job_for_version.cache_info().currsize,
+        built=len(workflow_data(repo).built_workflow_jobs()),
         rss_get_job_kib=_rss_kib() - rss_before,
         rss_peak_kib=_peak_rss_kib(),
     )

@@ -41,6 +41,9 @@ class Config:
     # FLOWPILOT_CODE_SERVER: "flowpilot" (orchestration/code_server.py, reloads in place) or
     # "dagster" (`dagster dev`'s own code servers, a new process per reload) under `flowpilot up`
     code_server: str = "flowpilot"
+    # FLOWPILOT_SNAPSHOT_CACHE: where code servers keep job snapshots (orchestration/
+    # job_snapshots.py); "off": in memory only
+    snapshot_cache: Path | None = None
 
     @property
     def pg_dir(self) -> Path:
@@ -99,7 +102,13 @@ def load() -> Config:
         dagster_port=int(_env("FLOWPILOT_DAGSTER_PORT", "3000")),
         code_shards=_code_shards(),
         code_server=_code_server(),
+        snapshot_cache=_snapshot_cache(home),
     )
+
+
+def _snapshot_cache(home: Path) -> Path | None:
+    raw = _env("FLOWPILOT_SNAPSHOT_CACHE", str(home / "job-snapshots"))
+    return None if raw.lower() == "off" else Path(raw).resolve()
 
 
 def _code_server() -> str:

@@ -11,6 +11,11 @@ version never changes), and only new versions are rendered. The new server id te
 webserver and the daemon that the location changed. If the rebuild fails, the previous
 definitions stay and the error is logged.
 
+The repository snapshot and every workflow job's snapshot are answered from a store kept on disk
+across restarts (orchestration/job_snapshots.py, FLOWPILOT_SNAPSHOT_CACHE), so neither a cold
+start nor the webserver's refetch after a reload renders and serializes every job again; a job
+is built only when it is new or a run or execution plan needs it.
+
 Runs are not executed here (the warm run launcher forks its own workers), so replacing the
 definitions never touches a run in flight.
 
@@ -26,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("flowpilot.code_server")
@@ -44,6 +50,56 @@ def _server_class() -> type:
         def __init__(self, *args: Any, attribute: str, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._attribute = attribute
+
+        def _snapshot_store(self) -> Any:
+            from orchestration import definitions
+
+            return definitions.snapshot_store(*definitions.shard_of_attribute(self._attribute))
+
+        def _get_serialized_external_repository_data(self, request: Any) -> str:
+            from dagster._core.remote_origin import RemoteRepositoryOrigin
+            from dagster._core.remote_representation.external_data import RepositoryErrorSnap
+            from dagster._serdes import deserialize_value, serialize_value
+            from dagster._utils.error import serializable_error_info_from_exc_info
+
+            from orchestration.job_snapshots import repository_snapshot
+
+            store = self._snapshot_store()
+            if store is None or not request.defer_snapshots:
+                return super()._get_serialized_external_repository_data(request)
+            try:
+                origin = deserialize_value(
+                    request.serialized_repository_python_origin, RemoteRepositoryOrigin
+                )
+                repository = self._get_repo_for_origin(origin)
+                return serialize_value(repository_snapshot(repository, store))
+            except Exception:
+                log.exception("answering the repository snapshot failed")
+                error = serializable_error_info_from_exc_info(sys.exc_info())
+                return serialize_value(RepositoryErrorSnap(error=error))
+
+        def ExternalJob(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC name)
+            from dagster._core.remote_origin import RemoteRepositoryOrigin
+            from dagster._serdes import deserialize_value
+
+            from orchestration.job_snapshots import serialized_job_data
+
+            store = self._snapshot_store()
+            if store is not None:
+                try:
+                    origin = deserialize_value(
+                        request.serialized_repository_origin, RemoteRepositoryOrigin
+                    )
+                    repository = self._get_repo_for_origin(origin)
+                    data = serialized_job_data(repository, request.job_name, store)
+                except Exception:  # Dagster's own answer below reports it
+                    log.exception(
+                        "answering the snapshot of %s from the store failed", request.job_name
+                    )
+                    data = None
+                if data is not None:
+                    return dagster_api_pb2.ExternalJobReply(serialized_job_data=data)
+            return super().ExternalJob(request, context)
 
         def ReloadCode(self, _request: Any, _context: Any) -> Any:  # noqa: N802 (gRPC name)
             from orchestration import definitions
@@ -84,11 +140,17 @@ def serve(
     location_name: str = "flowpilot",
     working_directory: str | None = None,
     max_workers: int | None = None,
+    snapshot_cache: Path | None = None,
 ) -> None:
-    """Serve one location until interrupted (SIGINT/SIGTERM) or shut down over gRPC."""
+    """Serve one location until interrupted (SIGINT/SIGTERM) or shut down over gRPC. Job
+    snapshots are kept in `snapshot_cache` (in memory when None)."""
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.utils import FuturesAwareThreadPoolExecutor
     from dagster._grpc.server import DagsterGrpcServer
+
+    from orchestration import definitions
+
+    definitions.use_snapshot_store(snapshot_cache, location_name)
 
     origin = LoadableTargetOrigin(
         executable_path=sys.executable,
@@ -133,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--working-directory")
     parser.add_argument("--max-workers", type=int)
     args = parser.parse_args(argv)
+    from flowpilot import config
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Django's logging settings (applied when the location loads) may quieten the root logger;
+    # the server's own lines (loads, reloads, snapshots) stay.
+    logging.getLogger("flowpilot").setLevel(logging.INFO)
     serve(
         port=args.port,
         socket=args.socket,
@@ -142,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         location_name=args.location_name,
         working_directory=args.working_directory,
         max_workers=args.max_workers,
+        snapshot_cache=config.load().snapshot_cache,
     )
     return 0
 

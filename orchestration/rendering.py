@@ -31,6 +31,7 @@ TAG_ORG = "flowpilot/org"
 TAG_WORKFLOW = "flowpilot/workflow"
 TAG_VERSION = "flowpilot/version"
 TAG_PRIORITY = "dagster/priority"  # the run queue dequeues higher values first
+STAMP_METADATA = "flowpilot/render_stamp"  # WorkflowSpec.stamp: what the job was rendered from
 
 _CONFIG_TYPES = {
     "string": String,
@@ -97,5 +98,5 @@ def build_job(spec: WorkflowSpec, resource_defs: Mapping[str, Any]) -> JobDefini
             TAG_VERSION: str(spec.version),
             TAG_PRIORITY: str(spec.priority),
         },
-        metadata={"flowpilot/content_hash": spec.content_hash},
+        metadata={"flowpilot/content_hash": spec.content_hash, STAMP_METADATA: spec.stamp},
     )

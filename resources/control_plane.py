@@ -8,7 +8,7 @@ from typing import Any
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from orchestration.steps.definition import WorkflowSpec
+from orchestration.steps.definition import PublishedJob, WorkflowSpec
 from orchestration.steps.templating import Variables
 from resources.django_setup import ensure_django
 
@@ -48,6 +48,13 @@ class ControlPlaneResource(ConfigurableResource):
         from control_plane.workflows.selectors import published_job_index
 
         return published_job_index(shard=shard, shards=shards)
+
+    def published_jobs(self, *, shard: int = 0, shards: int = 1) -> dict[str, PublishedJob]:
+        """{job name: (version id, render stamp)}: the index with what each job renders from."""
+        self._ready()
+        from control_plane.workflows.selectors import published_jobs
+
+        return published_jobs(shard=shard, shards=shards)
 
     def schedule_index(self) -> list[dict]:
         self._ready()

@@ -6,7 +6,7 @@ from control_plane.core.tenancy import system_database
 from control_plane.organizations.models import Organization
 from control_plane.workflows.models import RUN_PRIORITY, Workflow, WorkflowTrigger, WorkflowVersion
 from flowpilot.shards import shard_of
-from orchestration.steps.definition import WorkflowSpec, job_name_for
+from orchestration.steps.definition import PublishedJob, WorkflowSpec, job_name_for, render_stamp
 
 
 def workflow_list(
@@ -70,17 +70,49 @@ def shard_organization_ids(*, shard: int, shards: int) -> list[int]:
     return [pk for pk, slug in rows if shard_of(slug, shards) == shard]
 
 
-def published_job_index(*, shard: int = 0, shards: int = 1) -> dict[str, int]:
-    """{Dagster job name: version id} of the latest version of every active workflow, across
-    organizations (a system read for the code location), or of the organizations in one shard.
-    One cheap query, no definitions."""
+def published_jobs(*, shard: int = 0, shards: int = 1) -> dict[str, PublishedJob]:
+    """{Dagster job name: (version id, render stamp)} of the latest version of every active
+    workflow, across organizations (a system read for the code location), or of the
+    organizations in one shard. One cheap query, no definitions."""
     versions = _latest_versions()
     if shards > 1:
         versions = versions.filter(
             organization_id__in=shard_organization_ids(shard=shard, shards=shards)
         )
-    rows = versions.values_list("id", "organization__slug", "workflow__slug")
-    return {job_name_for(org, slug): version_id for version_id, org, slug in rows}
+    rows = versions.values(
+        "id",
+        "number",
+        "content_hash",
+        "organization_id",
+        "organization__slug",
+        "workflow_id",
+        "workflow__slug",
+        "workflow__name",
+        "workflow__priority",
+    )
+    jobs = {}
+    for row in rows:
+        fields = {
+            "organization_id": row["organization_id"],
+            "org_slug": row["organization__slug"],
+            "workflow_id": row["workflow_id"],
+            "workflow_slug": row["workflow__slug"],
+            "workflow_name": row["workflow__name"],
+            "version_id": row["id"],
+            "version": row["number"],
+            "content_hash": row["content_hash"],
+            "priority": RUN_PRIORITY[row["workflow__priority"]],
+        }
+        name = job_name_for(fields["org_slug"], fields["workflow_slug"])
+        jobs[name] = PublishedJob(row["id"], render_stamp(fields))
+    return jobs
+
+
+def published_job_index(*, shard: int = 0, shards: int = 1) -> dict[str, int]:
+    """{Dagster job name: version id}: `published_jobs` without the stamps."""
+    return {
+        name: job.version_id for name, job in published_jobs(shard=shard, shards=shards).items()
+    }
 
 
 def workflow_spec(*, version_id: int) -> WorkflowSpec:

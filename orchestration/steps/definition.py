@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -447,6 +447,35 @@ def job_name_for(org_slug: str, workflow_slug: str) -> str:
     return f"{org_slug}__{workflow_slug}".replace("-", "_")
 
 
+# Every WorkflowSpec field but the definition, which `content_hash` stands for.
+_STAMPED_FIELDS = (
+    "organization_id",
+    "org_slug",
+    "workflow_id",
+    "workflow_slug",
+    "workflow_name",
+    "version_id",
+    "version",
+    "content_hash",
+    "priority",
+)
+
+
+def render_stamp(fields: Mapping[str, Any]) -> str:
+    """A digest of everything a job is rendered from (a WorkflowSpec's fields, the definition
+    by its content hash): two specs with the same stamp render the same job. A workflow renamed
+    or re-prioritised without a new version gets a new stamp."""
+    values = [fields[name] for name in _STAMPED_FIELDS]
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:32]
+
+
+class PublishedJob(NamedTuple):
+    """One job of the code location: the version it renders and that version's render stamp."""
+
+    version_id: int
+    stamp: str
+
+
 class WorkflowSpec(BaseModel):
     """A frozen, typed published version: the only input to rendering."""
 
@@ -466,3 +495,7 @@ class WorkflowSpec(BaseModel):
     @property
     def job_name(self) -> str:
         return job_name_for(self.org_slug, self.workflow_slug)
+
+    @property
+    def stamp(self) -> str:
+        return render_stamp({name: getattr(self, name) for name in _STAMPED_FIELDS})

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
@@ -26,16 +27,12 @@ from tests.orchestration import warm_support as warm
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def code_server(worker_environment, published, tmp_path):
-    """The server for location `flowpilot`, started after acme's first workflow exists."""
+def start_code_server(environment: dict, log) -> tuple[int, subprocess.Popen]:
     port = free_port()
-    env = {**os.environ, **worker_environment}
-    log = tmp_path / "code_server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "orchestration.code_server", "--port", str(port)],
         cwd=warm.ROOT,
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=log.open("w"),
     )
@@ -44,21 +41,38 @@ def code_server(worker_environment, published, tmp_path):
     while True:
         try:
             client.ping("up")
-            break
+            return port, process
         except Exception as exc:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 raise AssertionError(f"code server did not start: {log.read_text()}") from exc
             time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def environment(worker_environment, tmp_path) -> dict:
+    snapshots = tmp_path / "snapshots"
+    return {**os.environ, **worker_environment, "FLOWPILOT_SNAPSHOT_CACHE": str(snapshots)}
+
+
+@pytest.fixture
+def code_server(environment, published, tmp_path):
+    """The server for location `flowpilot`, started after acme's first workflow exists."""
+    log = tmp_path / "code_server.log"
+    port, process = start_code_server(environment, log)
     try:
         yield port, process, log
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _jobs(location) -> dict[str, str]:
@@ -111,3 +125,30 @@ def test_a_failed_rebuild_keeps_the_previous_definitions(code_server, org, user,
             assert _jobs(location) == before
         assert process.poll() is None
     assert "reloading defs in place failed; kept the previous definitions" in log.read_text()
+
+
+def test_a_restarted_server_answers_from_kept_snapshots(
+    environment, org, user, published, tmp_path
+):
+    make_published_workflow(org, user, THREE_STEPS, slug="later")
+    snapshots = Path(environment["FLOWPILOT_SNAPSHOT_CACHE"]) / "flowpilot"
+    jobs = []
+    for attempt in ("cold", "warm"):
+        log = tmp_path / f"{attempt}.log"
+        port, process = start_code_server(environment, log)
+        try:
+            origin = GrpcServerCodeLocationOrigin(
+                host="localhost", port=port, location_name="flowpilot"
+            )
+            with instance_for_test() as instance, origin.create_location(instance) as location:
+                jobs.append(_jobs(location))
+        finally:
+            stop(process)
+        if attempt == "cold":
+            kept = {path: path.stat().st_mtime_ns for path in snapshots.glob("*/*.snap")}
+
+    assert jobs[0] == jobs[1] and {"acme__triage", "acme__later"} <= set(jobs[1])
+    assert "2 job snapshots kept, 0 rendered" in (tmp_path / "warm.log").read_text()
+    assert "0 job snapshots kept, 2 rendered" in (tmp_path / "cold.log").read_text()
+    assert len(kept) == 2  # the warm start rewrote nothing
+    assert {path: path.stat().st_mtime_ns for path in snapshots.glob("*/*.snap")} == kept

@@ -10,6 +10,7 @@ from control_plane.executions.models import ExecutionStep, WorkflowExecution
 from control_plane.workflows.selectors import workflow_latest_version, workflow_spec
 from orchestration.rendering import build_job
 from orchestration.repository import default_resources, make_repository
+from orchestration.repository_data import workflow_data
 from resources.control_plane import ControlPlaneResource
 from tests.factories import THREE_STEPS, definition, make_published_workflow, run_workflow, steps_of
 
@@ -195,10 +196,10 @@ def test_repository_builds_jobs_lazily(org, user):
         make_published_workflow(org, user, THREE_STEPS, slug=slug)
     repo = make_repository(ControlPlaneResource())
     assert set(repo.job_names) >= {"acme__one", "acme__two", "acme__three"}
-    assert repo.job_for_version.cache_info().currsize == 0
+    assert workflow_data(repo).built_workflow_jobs() == []
     job = repo.get_job("acme__two")
     assert job.name == "acme__two"
-    assert repo.job_for_version.cache_info().currsize == 1
+    assert workflow_data(repo).built_workflow_jobs() == ["acme__two"]
 
 
 def test_whole_code_location_loads_and_resolves_every_job(org, user):
