@@ -296,8 +296,10 @@ def measure_publishes(
     log_dir: Path,
     run: int,
     code_server: str = "flowpilot",
+    interval: float = 0.0,
 ) -> dict:
-    """`dagster dev` over `shards` locations; `count` publishes in organization bench-0000
+    """`dagster dev` over `shards` locations; `count` publishes, `interval` s apart, in
+    organization bench-0000
     (run number `run` of this benchmark: each run changes other existing workflows).
     `code_server`: "flowpilot" (FlowPilot's code servers, one per shard, as `flowpilot up`
     runs them) or "dagster" (`dagster dev`'s own)."""
@@ -354,7 +356,17 @@ def measure_publishes(
         )
     visible: list[float] = []
     returned: list[float] = []
+    answered: list[float] = []  # the reload's GraphQL call answered (the webserver reloaded)
+    reload_location = dagster.reload_location
+
+    def timed_reload(name: str) -> bool:
+        result = reload_location(name)
+        answered.append(time.monotonic() - t0)
+        return result
+
+    dagster.reload_location = timed_reload
     for attempt in range(count):
+        time.sleep(interval)
         with tenant_context(organization.pk):
             if attempt % 2 == 0:
                 workflow = services.workflow_create(
@@ -390,13 +402,16 @@ def measure_publishes(
                 raise SystemExit(f"{job_name} v{expected} not visible after 600 s")
             time.sleep(0.05)
         thread.join()
+        dagster.wait_for_reloads(600)
         print(
             f"  publish {attempt + 1:>2}: {job_name} v{expected} visible after"
-            f" {visible[-1]:.2f} s (publish call returned after {returned[-1]:.2f} s)"
+            f" {visible[-1]:.2f} s (publish call returned after {returned[-1]:.2f} s,"
+            f" reload answered after {answered[-1]:.2f} s)"
         )
         sys.stdout.flush()
+    dagster.reload_location = reload_location
     client.close()
-    return {"visible": visible, "returned": returned}
+    return {"visible": visible, "returned": returned, "answered": answered}
 
 
 def report_publishes(result: dict, workflows: int, shards: int) -> None:
@@ -412,6 +427,11 @@ def report_publishes(result: dict, workflows: int, shards: int) -> None:
     print(
         f"  publish call (the reload is queued after commit) p50 {percentile(returned, 0.5):.2f} s"
         f"  p95 {percentile(returned, 0.95):.2f} s"
+    )
+    answered = result["answered"]
+    print(
+        f"  reload answered by the webserver p50 {percentile(answered, 0.5):.2f} s"
+        f"  p95 {percentile(answered, 0.95):.2f} s"
     )
 
 
@@ -488,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="load measurements each")
     parser.add_argument("--publishes", type=int, default=20)
     parser.add_argument("--publish-shards", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--publish-interval", type=float, default=0.0, help="seconds between publishes"
+    )
     parser.add_argument("--skip-publish", action="store_true")
     parser.add_argument(
         "--inplace", action="store_true", help="publish -> visible with FlowPilot's code server"
@@ -539,7 +562,14 @@ def main(argv: list[str] | None = None) -> int:
 
             for run, shards in enumerate(args.publish_shards):
                 result = measure_publishes(
-                    cfg, shards, args.publishes, children, log_dir, run, args.code_server
+                    cfg,
+                    shards,
+                    args.publishes,
+                    children,
+                    log_dir,
+                    run,
+                    args.code_server,
+                    args.publish_interval,
                 )
                 report_publishes(result, args.workflows, shards)
                 while children:
