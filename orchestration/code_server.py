@@ -20,6 +20,7 @@ Runs are not executed here (the warm run launcher forks its own workers), so rep
 definitions never touches a run in flight.
 
     python -m orchestration.code_server --port 4000 [--attribute defs] [--location-name flowpilot]
+    python -m orchestration.code_server --warm   # keep every location's job snapshots, exit
 """
 
 from __future__ import annotations
@@ -184,11 +185,34 @@ def serve(
         log.info("code server interrupted")
 
 
+def warm(snapshot_cache: Path | None, shard_count: int) -> list[tuple[str, int, int]]:
+    """Render and keep the snapshot of every published job of every location (of
+    `shard_count`) not kept yet, so code servers started afterwards (after an upgrade: a new
+    code fingerprint) load warm. Returns (location, jobs, rendered) per location."""
+    from flowpilot import shards
+    from orchestration import definitions
+    from orchestration.job_snapshots import keep_all
+
+    done = []
+    for shard in range(shard_count):
+        location = shards.location_name(shard, shard_count)
+        definitions.use_snapshot_store(snapshot_cache, location)
+        store = definitions.snapshot_store(shard, shard_count)
+        jobs, rendered = keep_all(definitions.shard_repository(shard, shard_count), store)
+        done.append((location, jobs, rendered))
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", type=int)
     where.add_argument("--socket")
+    where.add_argument(
+        "--warm",
+        action="store_true",
+        help="keep every location's job snapshots (FLOWPILOT_CODE_SHARDS), then exit",
+    )
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--attribute", default="defs", help="defs or shard_<i>_of_<N>")
     parser.add_argument("--location-name", default="flowpilot")
@@ -201,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     # Django's logging settings (applied when the location loads) may quieten the root logger;
     # the server's own lines (loads, reloads, snapshots) stay.
     logging.getLogger("flowpilot").setLevel(logging.INFO)
+    cfg = config.load()
+    if args.warm:
+        for location, jobs, rendered in warm(cfg.snapshot_cache, cfg.code_shards):
+            log.info("%s: %d jobs, %d snapshots rendered and kept", location, jobs, rendered)
+        return 0
     serve(
         port=args.port,
         socket=args.socket,
@@ -209,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         location_name=args.location_name,
         working_directory=args.working_directory,
         max_workers=args.max_workers,
-        snapshot_cache=config.load().snapshot_cache,
+        snapshot_cache=cfg.snapshot_cache,
     )
     return 0
 

@@ -163,16 +163,12 @@ class JobSnapshotStore:
         return removed
 
 
-def repository_snapshot(repository: RepositoryDefinition, store: JobSnapshotStore) -> Any:
-    """The repository's RepositorySnap with deferred job snapshots, as Dagster computes it
-    (`RepositorySnap.from_def(repository, defer_snapshots=True)`), the workflow jobs' refs read
-    from the store; jobs missing from it are rendered and kept."""
-    from dagster._core.remote_representation.external_data import RepositorySnap
-    from dagster._record import copy
-
+def _workflow_refs(repository: RepositoryDefinition, store: JobSnapshotStore) -> tuple[list, int]:
+    """Every workflow job's JobRefSnap, from the store or rendered and kept; and how many were
+    rendered. Snapshots of jobs no longer published are removed."""
     data = workflow_data(repository)
     if data is None:
-        return RepositorySnap.from_def(repository, defer_snapshots=True)
+        raise TypeError(f"{repository.name} is not a FlowPilot workflow repository")
     refs, rendered = [], 0
     for name, job in data.published.items():
         ref = store.ref(job.stamp)
@@ -186,6 +182,27 @@ def repository_snapshot(repository: RepositoryDefinition, store: JobSnapshotStor
         len(refs) - rendered,
         rendered,
     )
+    return refs, rendered
+
+
+def keep_all(repository: RepositoryDefinition, store: JobSnapshotStore) -> tuple[int, int]:
+    """Keep the snapshot of every workflow job of `repository` (rendering those missing):
+    (workflow jobs, rendered now)."""
+    refs, rendered = _workflow_refs(repository, store)
+    return len(refs), rendered
+
+
+def repository_snapshot(repository: RepositoryDefinition, store: JobSnapshotStore) -> Any:
+    """The repository's RepositorySnap with deferred job snapshots, as Dagster computes it
+    (`RepositorySnap.from_def(repository, defer_snapshots=True)`), the workflow jobs' refs read
+    from the store; jobs missing from it are rendered and kept."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._record import copy
+
+    data = workflow_data(repository)
+    if data is None:
+        return RepositorySnap.from_def(repository, defer_snapshots=True)
+    refs, _rendered = _workflow_refs(repository, store)
     rest = RepositoryDefinition(
         repository.name,
         repository_data=data.without_workflow_jobs(),

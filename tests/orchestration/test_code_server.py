@@ -152,3 +152,32 @@ def test_a_restarted_server_answers_from_kept_snapshots(
     assert "0 job snapshots kept, 2 rendered" in (tmp_path / "cold.log").read_text()
     assert len(kept) == 2  # the warm start rewrote nothing
     assert {path: path.stat().st_mtime_ns for path in snapshots.glob("*/*.snap")} == kept
+
+
+def test_warming_before_the_start_leaves_nothing_to_render(
+    environment, org, user, published, tmp_path
+):
+    """`python -m orchestration.code_server --warm` (docker-compose's migrate step runs it, so a
+    code server started after an upgrade loads warm) keeps every job's snapshot."""
+    make_published_workflow(org, user, THREE_STEPS, slug="later")
+    warmed = subprocess.run(
+        [sys.executable, "-m", "orchestration.code_server", "--warm"],
+        cwd=warm.ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert warmed.returncode == 0, warmed.stderr
+    assert "flowpilot: 2 jobs, 2 snapshots rendered and kept" in warmed.stderr
+    log = tmp_path / "server.log"
+    port, process = start_code_server(environment, log)
+    try:
+        origin = GrpcServerCodeLocationOrigin(
+            host="localhost", port=port, location_name="flowpilot"
+        )
+        with instance_for_test() as instance, origin.create_location(instance) as location:
+            assert {"acme__triage", "acme__later"} <= set(_jobs(location))
+    finally:
+        stop(process)
+    assert "2 job snapshots kept, 0 rendered" in log.read_text()
