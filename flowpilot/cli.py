@@ -88,17 +88,22 @@ def cmd_up(args: argparse.Namespace) -> int:
             workspace = None
             if cfg.code_server == "flowpilot":
                 # One code server per shard, reloaded in place; Dagster connects to them.
-                ports = [processes.free_port() for _ in range(cfg.code_shards)]
-                for shard, port in enumerate(ports):
-                    args = processes.code_server_args(cfg, shard, port)
+                sockets = [
+                    config.code_server_socket(cfg, shards.location_name(shard, cfg.code_shards))
+                    for shard in range(cfg.code_shards)
+                ]
+                for shard, path in enumerate(sockets):
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.unlink(missing_ok=True)  # left by a FlowPilot that was killed
+                    args = processes.code_server_args(cfg, shard, path)
                     children.append(processes.spawn(args, env))
-                for port in ports:
+                for path in sockets:
                     if not processes.wait_until(
-                        lambda port=port: processes.code_server_ready(port), timeout=600
+                        lambda path=path: processes.code_server_ready(path), timeout=600
                     ):
-                        print(f"the code server on port {port} did not start", file=sys.stderr)
+                        print(f"the code server on {path} did not start", file=sys.stderr)
                         return 1
-                workspace = shards.grpc_workspace_file(cfg, ports)
+                workspace = shards.grpc_workspace_file(cfg, sockets)
             children.append(processes.spawn(processes.dagster_dev_args(cfg, workspace), env))
             web_ok = processes.wait_until(
                 lambda: processes.http_ok(f"{cfg.control_plane_url}/healthz"), timeout=60

@@ -71,6 +71,18 @@ def socket_dir(pg_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"flowpilot-pg-{digest}"
 
 
+def code_server_socket(cfg: Config, location: str) -> Path:
+    """The Unix socket `flowpilot up` gives the code server of `location`: under DAGSTER_HOME,
+    unless that path is too long for a socket name, then a fixed directory under /tmp (as for
+    the embedded Postgres). A socket, unlike a probed free TCP port, cannot be taken by another
+    process between choosing it and binding it."""
+    directory = cfg.dagster_home / "code-servers"
+    if len(str(directory / f"{location}.sock")) > 100:
+        digest = hashlib.sha256(str(directory).encode()).hexdigest()[:12]
+        directory = Path(tempfile.gettempdir()) / f"flowpilot-code-{digest}"
+    return directory / f"{location}.sock"
+
+
 def embedded_url(pg_dir: Path, database: str, role: str, *, driver: str = "postgresql") -> str:
     """A libpq URL for the embedded server, which listens only on a Unix socket."""
     return f"{driver}://{role}:@/{database}?host={quote(str(socket_dir(pg_dir)), safe='/')}"

@@ -68,16 +68,17 @@ def dagster_dev_args(cfg: config.Config, workspace: Path | None = None) -> list[
     return [bin_path("dagster"), "dev", "-w", str(workspace), "-h", host, "-p", port]
 
 
-def code_server_args(cfg: config.Config, shard: int, port: int) -> list[str]:
-    """FlowPilot's code server (orchestration/code_server.py) for one shard."""
+def code_server_args(cfg: config.Config, shard: int, endpoint: int | Path) -> list[str]:
+    """FlowPilot's code server (orchestration/code_server.py) for one shard, on a TCP port or a
+    Unix socket path."""
+    where = ["--socket", str(endpoint)] if isinstance(endpoint, Path) else ["--port", str(endpoint)]
     return [
         sys.executable,
         "-m",
         "orchestration.code_server",
         "--host",
         "127.0.0.1",
-        "--port",
-        str(port),
+        *where,
         "--attribute",
         shards.attribute(shard, cfg.code_shards),
         "--location-name",
@@ -87,12 +88,16 @@ def code_server_args(cfg: config.Config, shard: int, port: int) -> list[str]:
     ]
 
 
-def code_server_ready(port: int) -> bool:
-    """The code server on `port` answers (it has loaded its location)."""
+def code_server_ready(endpoint: int | Path) -> bool:
+    """The code server on `endpoint` (a TCP port or a Unix socket) answers: it has loaded."""
     from dagster._grpc.client import DagsterGrpcClient
 
+    if isinstance(endpoint, Path):
+        client = DagsterGrpcClient(socket=str(endpoint))
+    else:
+        client = DagsterGrpcClient(port=endpoint, host="127.0.0.1")
     try:
-        DagsterGrpcClient(port=port, host="127.0.0.1").ping("flowpilot")
+        client.ping("flowpilot")
     except Exception:
         return False
     return True

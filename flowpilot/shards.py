@@ -63,25 +63,23 @@ def workspace(shards: int) -> dict:
     }
 
 
-def grpc_workspace(ports: list[int], host: str = "127.0.0.1") -> dict:
-    """The workspace for FlowPilot's own code servers, one per shard, on `ports` (in shard
-    order): `grpc_server` entries, which Dagster reloads by asking the server (in place)."""
-    shards = len(ports)
-    return {
-        "load_from": [
-            {
-                "grpc_server": {
-                    "host": host,
-                    "port": port,
-                    "location_name": location_name(shard, shards),
-                }
-            }
-            for shard, port in enumerate(ports)
-        ]
-    }
+def grpc_workspace(endpoints: list[int | Path], host: str = "127.0.0.1") -> dict:
+    """The workspace for FlowPilot's own code servers, one per shard, at `endpoints` (in shard
+    order; a TCP port on `host` or a Unix socket path): `grpc_server` entries, which Dagster
+    reloads by asking the server (in place)."""
+    shards = len(endpoints)
+    entries = []
+    for shard, endpoint in enumerate(endpoints):
+        where = (
+            {"socket": str(endpoint)}
+            if isinstance(endpoint, Path)
+            else {"host": host, "port": endpoint}
+        )
+        entries.append({"grpc_server": {**where, "location_name": location_name(shard, shards)}})
+    return {"load_from": entries}
 
 
-def grpc_workspace_file(cfg: config.Config, ports: list[int]) -> Path:
+def grpc_workspace_file(cfg: config.Config, endpoints: list[int | Path]) -> Path:
     """`grpc_workspace` written into DAGSTER_HOME for the processes of this installation."""
     import yaml
 
@@ -89,7 +87,7 @@ def grpc_workspace_file(cfg: config.Config, ports: list[int]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "# Written by `flowpilot up` for its code servers (flowpilot/shards.py); do not edit.\n"
-        + yaml.safe_dump(grpc_workspace(ports), sort_keys=False)
+        + yaml.safe_dump(grpc_workspace(endpoints), sort_keys=False)
     )
     return path
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +33,9 @@ def test_trigger_through_the_api_reaches_success(fresh_env):
             base_url=base, headers={"Authorization": f"Bearer {seed_token(fresh_env)}"}, timeout=10
         )
         assert client.get("/readyz").json()["status"] == "ready"
+        # FlowPilot's code server, reached over a Unix socket (no free-port race).
+        workspace = Path(fresh_env["FLOWPILOT_HOME"]) / "dagster" / "workspace-code-servers.yaml"
+        assert "socket: " in workspace.read_text() and "port: " not in workspace.read_text()
 
         created = client.post("/api/v1/workflows", json={"name": "E2E greet", "definition": GREET})
         assert created.status_code == 201, created.text

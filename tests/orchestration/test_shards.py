@@ -118,9 +118,38 @@ def test_flowpilot_up_code_servers_get_a_grpc_workspace(monkeypatch, tmp_path):
     }
     args = processes.code_server_args(cfg, 1, 4102)
     assert args[1:3] == ["-m", "orchestration.code_server"]
+    assert args[args.index("--port") + 1] == "4102"
     assert args[args.index("--attribute") + 1] == "shard_1_of_2"
     assert args[args.index("--location-name") + 1] == "flowpilot-1"
     assert str(path) in processes.dagster_dev_args(cfg, path)
+
+
+def test_flowpilot_up_code_servers_listen_on_unix_sockets(monkeypatch, tmp_path):
+    """`flowpilot up` gives each code server a Unix socket (no free-port race); a home too deep
+    for a socket name gets a short directory under /tmp, as the embedded Postgres does."""
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    monkeypatch.setenv("FLOWPILOT_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("FLOWPILOT_CODE_SHARDS", "2")
+    cfg = config.load()
+    sockets = [config.code_server_socket(cfg, f"flowpilot-{i}") for i in range(2)]
+    path = shards.grpc_workspace_file(cfg, sockets)
+    origins = location_origins_from_yaml_paths([str(path)])
+    assert all(isinstance(o, GrpcServerCodeLocationOrigin) for o in origins)
+    assert {(o.location_name, o.socket, o.port) for o in origins} == {
+        ("flowpilot-0", str(sockets[0]), None),
+        ("flowpilot-1", str(sockets[1]), None),
+    }
+    args = processes.code_server_args(cfg, 1, sockets[1])
+    assert args[args.index("--socket") + 1] == str(sockets[1]) and "--port" not in args
+    assert all(len(str(s)) <= 100 for s in sockets)
+
+    deep = tmp_path / ("d" * 90)
+    monkeypatch.setenv("FLOWPILOT_HOME", str(deep))
+    long_home = config.code_server_socket(config.load(), "flowpilot-15")
+    assert len(str(long_home)) <= 100 and not str(long_home).startswith(str(deep))
 
 
 def test_shards_get_a_generated_workspace_with_one_location_each(monkeypatch, tmp_path):
