@@ -347,6 +347,13 @@ def run_child(request: dict[str, Any], settings_module: str, prepared: Any | Non
                 _execute_run_command_body(
                     run_id, instance, lambda _event: None, set_exit_code_on_failure=False
                 )
+                run = instance.get_run_by_id(run_id)
+                if run is not None and run.status == DagsterRunStatus.CANCELING:
+                    # Terminated between the check above and Dagster's own read of the run,
+                    # which then ignores it as a duplicate worker: end it here too.
+                    instance.report_run_canceled(
+                        run, message="Canceled while its run worker started."
+                    )
             close_execution(instance, run_id, settings_module)
         finally:
             if watcher is not None:

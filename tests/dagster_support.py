@@ -18,6 +18,7 @@ import psycopg
 import yaml
 
 from flowpilot import config, processes
+from orchestration.storage import storage_config
 
 READY_TIMEOUT = 120.0
 
@@ -116,7 +117,7 @@ def start_webserver(settings_dict: dict, workdir: Path) -> Iterator[DagsterWebse
     (home / "dagster.yaml").write_text(
         yaml.safe_dump(
             {
-                "storage": {"postgres": {"postgres_url": storage_url}},
+                **storage_config(storage_url),
                 "telemetry": {"enabled": False},
                 "nux": {"enabled": False},
             }

@@ -230,7 +230,8 @@ def test_without_postgres_storage_every_run_queues(published, worker_environment
     for name, value in worker_environment.items():
         monkeypatch.setenv(name, value)
     sqlite = warm.overrides("unused", coordinator={})
-    del sqlite["storage"]
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        del sqlite[storage]
     with instance_for_test(overrides=sqlite) as sqlite_instance:
         assert isinstance(sqlite_instance.run_coordinator, FlowPilotRunCoordinator)
         run, _ = warm.create_run(sqlite_instance, published)

@@ -21,6 +21,7 @@ from control_plane.executions.models import WorkflowExecution
 from flowpilot import shards
 from orchestration import warm_worker
 from orchestration.run_launcher import WarmRunLauncher, worker_info
+from orchestration.storage import storage_config
 from orchestration.warm_worker import process_alive
 from sensors.execution_status import run_failure_message
 from tests.factories import THREE_STEPS, make_published_workflow, steps_of
@@ -292,8 +293,7 @@ def test_no_process_is_left_when_the_instance_stops(
         # The instance is disposed (what the daemon does when it stops).
         assert not process_alive(zygote, None)
         assert not process_alive(info["pid"], info["start"])
-        storage = {"storage": {"postgres": {"postgres_url": dagster_storage_url}}}
-        with instance_for_test(overrides=storage) as reader:
+        with instance_for_test(overrides=storage_config(dagster_storage_url)) as reader:
             ended = reader.get_run_by_id(run.run_id)
         assert ended.status == DagsterRunStatus.FAILURE  # interrupted, not left "started"
     finally:

@@ -22,6 +22,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from control_plane.executions.models import WorkflowExecution
 from orchestration.repository import make_repository
 from orchestration.run_launcher import worker_info
+from orchestration.storage import storage_config
 from resources.control_plane import ControlPlaneResource
 from tests.factories import run_workflow
 
@@ -55,7 +56,7 @@ def overrides(storage_url: str, coordinator: dict | None = None, **launcher_conf
         }
     return {
         **coordinators,
-        "storage": {"postgres": {"postgres_url": storage_url}},
+        **storage_config(storage_url),
         "run_launcher": {
             "module": "orchestration.run_launcher",
             "class": "WarmRunLauncher",
