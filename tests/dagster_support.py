@@ -109,7 +109,9 @@ def start_webserver(settings_dict: dict, workdir: Path) -> Iterator[DagsterWebse
     stopped, with its process group and its run-storage database, after."""
     from dagster import DagsterInstance
 
-    dagster_db = f"{settings_dict['NAME']}_dagster"
+    # Not `<name>_dagster`: that is the session's storage (tests/orchestration/conftest.py),
+    # which this fixture would drop from under the tests that use it after.
+    dagster_db = f"{settings_dict['NAME']}_dagster_webserver"
     create_database(settings_dict, dagster_db)
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
