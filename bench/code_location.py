@@ -288,6 +288,22 @@ def _job_version(client: Any, location: str, job_name: str) -> int | None:
     return int(tags.get("flowpilot/version", 0))
 
 
+def _new_workflow(organization: Any, slug: str, seed: int) -> Any:
+    """A draft workflow (the synthetic definition number `seed`), as the API creates one; the
+    caller sets the organization's tenant context."""
+    from render import synthetic_definition
+
+    from control_plane.workflows import services
+
+    return services.workflow_create(
+        organization=organization,
+        created_by=None,
+        name=slug.replace("-", " ").capitalize(),
+        slug=slug,
+        definition=synthetic_definition(seed),
+    )
+
+
 def measure_publishes(
     cfg: Any,
     shards: int,
@@ -369,12 +385,8 @@ def measure_publishes(
         time.sleep(interval)
         with tenant_context(organization.pk):
             if attempt % 2 == 0:
-                workflow = services.workflow_create(
-                    organization=organization,
-                    created_by=None,
-                    name=f"Published {shards}-{attempt}",
-                    slug=f"published-{shards}-{attempt}",
-                    definition=synthetic_definition(100_000 + attempt),
+                workflow = _new_workflow(
+                    organization, f"published-{shards}-{attempt}", 100_000 + attempt
                 )
                 expected = 1
             else:
@@ -445,7 +457,6 @@ def measure_inplace(cfg: Any, count: int, children: list, log_dir: Path) -> dict
     again). Timed from the publish until the reloaded location lists the new job."""
     from dagster import DagsterInstance
     from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
-    from render import synthetic_definition
 
     from control_plane.core.tenancy import tenant_context
     from control_plane.organizations.models import Organization
@@ -467,13 +478,7 @@ def measure_inplace(cfg: Any, count: int, children: list, log_dir: Path) -> dict
     with DagsterInstance.ephemeral() as instance:
         for attempt in range(count):
             with tenant_context(organization.pk):
-                workflow = services.workflow_create(
-                    organization=organization,
-                    created_by=None,
-                    name=f"In place {attempt}",
-                    slug=f"in-place-{attempt}",
-                    definition=synthetic_definition(300_000 + attempt),
-                )
+                workflow = _new_workflow(organization, f"in-place-{attempt}", 300_000 + attempt)
             job_name = job_name_for(organization.slug, workflow.slug)
             t0 = time.monotonic()
             with tenant_context(organization.pk):

@@ -58,23 +58,25 @@ def _remember(storage: Any, name: str, check: Any) -> bool:
     return found
 
 
-def _config(config_value: Any) -> dict[str, Any]:
-    return {
-        "postgres_url": pg_url_from_config(config_value),
-        "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
-        "token_provider": get_token_provider_from_config(config_value),
-    }
+class _Pooled:
+    """Mixed in before a dagster-postgres storage: pooled from the start, and built from config
+    as this class (dagster-postgres's `from_config_value` names its own class)."""
 
-
-class FlowPilotRunStorage(PostgresRunStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _pool(self)
 
     @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> FlowPilotRunStorage:
-        return cls(inst_data=inst_data, **_config(config_value))
+    def from_config_value(cls, inst_data: Any, config_value: Any) -> Any:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
 
+
+class FlowPilotRunStorage(_Pooled, PostgresRunStorage):
     def has_run_stats_index_cols(self) -> bool:
         return _remember(self, "run_stats_cols", super().has_run_stats_index_cols)
 
@@ -85,25 +87,11 @@ class FlowPilotRunStorage(PostgresRunStorage):
         return _remember(self, "backfill_id_col", super().has_backfill_id_column)
 
 
-class FlowPilotEventLogStorage(PostgresEventLogStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pool(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> FlowPilotEventLogStorage:
-        return cls(inst_data=inst_data, **_config(config_value))
+class FlowPilotEventLogStorage(_Pooled, PostgresEventLogStorage):
+    pass
 
 
-class FlowPilotScheduleStorage(PostgresScheduleStorage):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _pool(self)
-
-    @classmethod
-    def from_config_value(cls, inst_data: Any, config_value: Any) -> FlowPilotScheduleStorage:
-        return cls(inst_data=inst_data, **_config(config_value))
-
+class FlowPilotScheduleStorage(_Pooled, PostgresScheduleStorage):
     def has_instigators_table(self) -> bool:
         return _remember(self, "instigators", super().has_instigators_table)
 
